@@ -1,0 +1,119 @@
+//! The contract between the host library and the kernels: the launch parameters, the tile
+//! configurations and the list of entry points.
+//!
+//! This file is compiled into both crates (the host includes it with `#[path]`), so the struct
+//! layout, the shared-memory size of a configuration and the entry-point names have one home.
+
+/// Element strides of one `[batch, head, row, dim]` tensor; the head dimension is contiguous.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Strides {
+    /// Elements between consecutive batch entries.
+    pub batch: u64,
+    /// Elements between consecutive heads.
+    pub head: u64,
+    /// Elements between consecutive rows (sequence positions). The host guarantees that every
+    /// offset inside one head fits in 31 bits, so the kernels index rows with 32-bit math.
+    pub row: u64,
+}
+
+/// Everything one attention launch needs, passed by value as a single kernel parameter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AttentionParams {
+    /// Device address of Q (f16), `[batch, heads, seq_q, head_dim]` through `q_strides`.
+    pub q: u64,
+    /// Device address of K (f16), `[batch, heads, seq_k, head_dim]` through `k_strides`.
+    pub k: u64,
+    /// Device address of V (f16), `[batch, heads, seq_k, head_dim]` through `v_strides`.
+    pub v: u64,
+    /// Device address of O (f16), `[batch, heads, seq_q, head_dim]` through `o_strides`.
+    pub o: u64,
+    /// Device address of the f32 logsumexp, contiguous `[batch, heads, seq_q]`; 0 when not wanted.
+    pub lse: u64,
+    /// Strides of Q.
+    pub q_strides: Strides,
+    /// Strides of K.
+    pub k_strides: Strides,
+    /// Strides of V.
+    pub v_strides: Strides,
+    /// Strides of O.
+    pub o_strides: Strides,
+    /// Number of query rows per (batch, head).
+    pub seq_q: u32,
+    /// Number of key/value rows per (batch, head).
+    pub seq_k: u32,
+    /// Number of heads (the grid's y dimension).
+    pub heads: u32,
+    /// Softmax scale multiplied by log2(e): the kernels work in base 2 (`ex2`).
+    pub scale_log2: f32,
+}
+
+/// Compile-time tile parameters of one kernel configuration (FlashAttention-2's `Kernel_traits`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TileConfig {
+    /// Head dimension D (elements per row of Q, K, V and O).
+    pub head_dim: usize,
+    /// Query rows handled by one CTA: 16 per warp.
+    pub q_tile_rows: usize,
+    /// Key/value rows loaded per main-loop step.
+    pub kv_tile_rows: usize,
+    /// Warps per CTA.
+    pub warps: usize,
+    /// Shared-memory stages of the K/V `cp.async` pipeline.
+    pub stages: usize,
+}
+
+/// Bytes of one f16 element.
+pub const ELEMENT_BYTES: usize = 2;
+
+impl TileConfig {
+    /// Threads per CTA.
+    pub const fn threads(&self) -> usize {
+        self.warps * 32
+    }
+
+    /// Bytes of one shared-memory tile of `rows` rows.
+    pub const fn tile_bytes(&self, rows: usize) -> usize {
+        rows * self.head_dim * ELEMENT_BYTES
+    }
+
+    /// Dynamic shared memory per CTA: the Q tile plus `stages` K tiles and `stages` V tiles.
+    pub const fn smem_bytes(&self) -> usize {
+        self.tile_bytes(self.q_tile_rows) + 2 * self.stages * self.tile_bytes(self.kv_tile_rows)
+    }
+
+    /// Whether the parameters are internally consistent (checked at compile time in the kernels
+    /// and by a host test).
+    pub const fn is_consistent(&self) -> bool {
+        self.q_tile_rows == 16 * self.warps
+            && self.kv_tile_rows % 16 == 0
+            && self.head_dim % 32 == 0
+            && self.head_dim >= 64
+            && self.stages >= 2
+            && self.stages <= 4
+    }
+}
+
+/// Head dimension 64: 4 warps x 16 query rows, 64 keys per step, 2 stages (40 KiB of shared memory).
+pub const HEAD_DIM_64: TileConfig =
+    TileConfig { head_dim: 64, q_tile_rows: 64, kv_tile_rows: 64, warps: 4, stages: 2 };
+
+/// Head dimension 128: 4 warps x 16 query rows, 64 keys per step, 2 stages (80 KiB of shared
+/// memory, inside sm_89's 99 KiB per block).
+pub const HEAD_DIM_128: TileConfig =
+    TileConfig { head_dim: 128, q_tile_rows: 64, kv_tile_rows: 64, warps: 4, stages: 2 };
+
+/// Calls `$callback! { (entry_name, TILE_CONFIG, causal), ... }` with every kernel entry point.
+/// The kernel crate stamps out the entry points from it and the host builds its table from it,
+/// so the two cannot disagree. (Textually scoped: declare this module with `#[macro_use]`.)
+macro_rules! for_each_kernel {
+    ($callback:ident) => {
+        $callback! {
+            (attention_fwd_d64, HEAD_DIM_64, false),
+            (attention_fwd_d64_causal, HEAD_DIM_64, true),
+            (attention_fwd_d128, HEAD_DIM_128, false),
+            (attention_fwd_d128_causal, HEAD_DIM_128, true),
+        }
+    };
+}

@@ -1,0 +1,268 @@
+//! Device layer: thin wrappers over PTX special registers and instructions.
+//!
+//! Warp-collective instructions (`ldmatrix`, `mma.sync`, `shfl.sync`) are deliberately not marked
+//! `pure`: rustc does not mark inline asm `convergent`, and a side-effecting asm keeps LLVM from
+//! merging, speculating or sinking it into divergent code.
+
+use core::arch::asm;
+use core::arch::nvptx;
+
+/// Thread index within the CTA (x dimension; the kernels use 1-D blocks).
+#[inline(always)]
+pub fn thread_idx() -> u32 {
+    // SAFETY: reading a special register has no preconditions.
+    unsafe { nvptx::_thread_idx_x() as u32 }
+}
+
+/// CTA index in the x, y and z dimensions of the grid.
+#[inline(always)]
+pub fn block_idx() -> (u32, u32, u32) {
+    // SAFETY: reading special registers has no preconditions.
+    unsafe { (nvptx::_block_idx_x() as u32, nvptx::_block_idx_y() as u32, nvptx::_block_idx_z() as u32) }
+}
+
+/// Lane index within the warp.
+#[inline(always)]
+pub fn lane_id() -> u32 {
+    thread_idx() % 32
+}
+
+/// Warp index within the CTA.
+#[inline(always)]
+pub fn warp_id() -> u32 {
+    thread_idx() / 32
+}
+
+/// CTA-wide barrier (`bar.sync 0`); orders shared-memory accesses of all threads of the CTA.
+#[inline(always)]
+pub fn sync_threads() {
+    // SAFETY: every thread of the CTA reaches the kernels' barriers (no divergent early exits).
+    unsafe { nvptx::_syncthreads() }
+}
+
+/// Warp-wide barrier; orders shared-memory accesses among the lanes of one warp.
+#[inline(always)]
+pub fn sync_warp() {
+    // SAFETY: the full mask names the whole warp, and every lane calls it.
+    unsafe { asm!("bar.warp.sync 0xffffffff;", options(nostack)) }
+}
+
+/// `v` from the lane whose index is this lane's XOR `lane_mask` (butterfly shuffle).
+#[inline(always)]
+pub fn shfl_xor(v: f32, lane_mask: u32) -> f32 {
+    let r: f32;
+    // SAFETY: all 32 lanes take part (full member mask); no memory is touched.
+    unsafe {
+        asm!(
+            "shfl.sync.bfly.b32 {r}, {v}, {m}, 0x1f, 0xffffffff;",
+            r = out(reg32) r, v = in(reg32) v, m = in(reg32) lane_mask,
+            options(nomem, nostack),
+        );
+    }
+    r
+}
+
+/// 2^x with the hardware approximation (`ex2.approx.ftz.f32`, max relative error 2^-22).
+/// `ex2(-inf) = +0`, which the online softmax relies on for masked scores.
+#[inline(always)]
+pub fn ex2(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("ex2.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack)) }
+    r
+}
+
+/// log2(x) with the hardware approximation (`lg2.approx.ftz.f32`).
+#[inline(always)]
+pub fn lg2(x: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe { asm!("lg2.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack)) }
+    r
+}
+
+/// Two f32 rounded to f16 and packed: `lo` in bits 0..16, `hi` in bits 16..32.
+#[inline(always)]
+pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: pure arithmetic. `cvt.rn.f16x2.f32 d, a, b` puts `a` in the upper half.
+    unsafe {
+        asm!("cvt.rn.f16x2.f32 {r}, {hi}, {lo};", r = out(reg32) r, hi = in(reg32) hi, lo = in(reg32) lo,
+             options(pure, nomem, nostack))
+    }
+    r
+}
+
+/// 16-byte-aligned element type of the dynamic shared memory, so the symbol gets `.align 16`.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct Chunk(pub [u32; 4]);
+
+/// Address of the start of the CTA's dynamic shared memory in the `.shared` window (the form
+/// `ldmatrix`, `cp.async` and `ld/st.shared` take).
+#[inline(always)]
+pub fn dynamic_smem_base() -> u32 {
+    let generic = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<Chunk>();
+    let r: u32;
+    // SAFETY: converts a generic pointer that points into shared memory to its shared address.
+    unsafe {
+        asm!(
+            "cvta.to.shared.u64 {t}, {p};",
+            "cvt.u32.u64 {r}, {t};",
+            p = in(reg64) generic, t = out(reg64) _, r = out(reg32) r,
+            options(pure, nomem, nostack),
+        );
+    }
+    r
+}
+
+/// Loads four 8x8 b16 matrices from shared memory; lane `l` gives the address of row `l % 8` of
+/// matrix `l / 8`. Register `m` holds this lane's part of matrix `m` (see `layout::ldmatrix_dest`).
+///
+/// # Safety
+/// All 32 lanes must call it together with 16-byte-aligned addresses inside shared memory.
+#[inline(always)]
+pub unsafe fn ldmatrix_x4(addr: u32) -> [u32; 4] {
+    let r: [u32; 4];
+    // SAFETY: the caller guarantees converged lanes and valid shared addresses.
+    unsafe {
+        let (a, b, c, d);
+        asm!(
+            "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr,
+            options(nostack, readonly),
+        );
+        r = [a, b, c, d];
+    }
+    r
+}
+
+/// As [`ldmatrix_x4`], with each 8x8 matrix transposed on the way (`.trans`).
+///
+/// # Safety
+/// As for [`ldmatrix_x4`].
+#[inline(always)]
+pub unsafe fn ldmatrix_x4_trans(addr: u32) -> [u32; 4] {
+    let r: [u32; 4];
+    // SAFETY: the caller guarantees converged lanes and valid shared addresses.
+    unsafe {
+        let (a, b, c, d);
+        asm!(
+            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr,
+            options(nostack, readonly),
+        );
+        r = [a, b, c, d];
+    }
+    r
+}
+
+/// `d = a * b + c` with `mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32`: A is 16x16 f16
+/// (4 registers), B is 16x8 f16 (2 registers), C and D are 16x8 f32 (layouts in `layout`).
+#[inline(always)]
+pub fn mma_m16n8k16(a: [u32; 4], b: [u32; 2], c: [f32; 4]) -> [f32; 4] {
+    let (d0, d1, d2, d3);
+    // SAFETY: register-only warp-collective instruction; the kernels call it with all lanes
+    // converged (not `pure`: see the module comment).
+    unsafe {
+        asm!(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 \
+             {{{0}, {1}, {2}, {3}}}, {{{4}, {5}, {6}, {7}}}, {{{8}, {9}}}, {{{10}, {11}, {12}, {13}}};",
+            out(reg32) d0, out(reg32) d1, out(reg32) d2, out(reg32) d3,
+            in(reg32) a[0], in(reg32) a[1], in(reg32) a[2], in(reg32) a[3],
+            in(reg32) b[0], in(reg32) b[1],
+            in(reg32) c[0], in(reg32) c[1], in(reg32) c[2], in(reg32) c[3],
+            options(nomem, nostack),
+        );
+    }
+    [d0, d1, d2, d3]
+}
+
+/// Starts an asynchronous 16-byte copy global -> shared (`cp.async.cg`, cached in L2 only).
+/// Copies `src_bytes` (0 or 16) bytes and zero-fills the rest, so rows past the end of a tensor
+/// arrive as zeros without reading memory.
+///
+/// # Safety
+/// `dst` must be a 16-byte-aligned shared address; when `src_bytes > 0`, `src` must point to 16
+/// readable, 16-byte-aligned bytes of global memory.
+#[inline(always)]
+pub unsafe fn cp_async_16(dst: u32, src: *const u8, src_bytes: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "cvta.to.global.u64 {g}, {p};",
+            "cp.async.cg.shared.global [{d}], [{g}], 16, {n};",
+            d = in(reg32) dst, p = in(reg64) src, g = out(reg64) _, n = in(reg32) src_bytes,
+            options(nostack),
+        );
+    }
+}
+
+/// Closes the current group of `cp.async` copies.
+#[inline(always)]
+pub fn cp_async_commit() {
+    // SAFETY: no preconditions.
+    unsafe { asm!("cp.async.commit_group;", options(nostack)) }
+}
+
+/// Waits until at most `pending` committed `cp.async` groups are still in flight. The copies are
+/// visible to this thread only; a barrier makes them visible to the CTA. `pending` must be a
+/// compile-time constant after inlining (the PTX instruction takes an immediate).
+#[inline(always)]
+pub fn cp_async_wait(pending: usize) {
+    // SAFETY: no preconditions.
+    unsafe {
+        match pending {
+            0 => asm!("cp.async.wait_group 0;", options(nostack)),
+            1 => asm!("cp.async.wait_group 1;", options(nostack)),
+            2 => asm!("cp.async.wait_group 2;", options(nostack)),
+            _ => asm!("cp.async.wait_group 3;", options(nostack)),
+        }
+    }
+}
+
+/// Stores a 32-bit word to shared memory.
+///
+/// # Safety
+/// `addr` must be a 4-byte-aligned shared address inside the CTA's allocation.
+#[inline(always)]
+pub unsafe fn st_shared_u32(addr: u32, v: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { asm!("st.shared.b32 [{a}], {v};", a = in(reg32) addr, v = in(reg32) v, options(nostack)) }
+}
+
+/// Loads 16 bytes from shared memory.
+///
+/// # Safety
+/// `addr` must be a 16-byte-aligned shared address inside the CTA's allocation.
+#[inline(always)]
+pub unsafe fn ld_shared_v4(addr: u32) -> [u32; 4] {
+    let (a, b, c, d);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "ld.shared.v4.b32 {{{0}, {1}, {2}, {3}}}, [{4}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr,
+            options(nostack, readonly),
+        );
+    }
+    [a, b, c, d]
+}
+
+/// Stores 16 bytes to global memory with one vector store.
+///
+/// # Safety
+/// `dst` must point to 16 writable, 16-byte-aligned bytes of global memory.
+#[inline(always)]
+pub unsafe fn st_global_v4(dst: *mut u8, v: [u32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "cvta.to.global.u64 {g}, {p};",
+            "st.global.v4.b32 [{g}], {{{0}, {1}, {2}, {3}}};",
+            in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3],
+            p = in(reg64) dst, g = out(reg64) _,
+            options(nostack),
+        );
+    }
+}

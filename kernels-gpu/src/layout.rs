@@ -1,0 +1,93 @@
+//! Layout facts: where each element lives in shared memory and in which lane's registers.
+//!
+//! Pure index arithmetic, no device code. The kernels use these functions; the host crate compiles
+//! this same file and tests every fact against a model of `ldmatrix` and `mma.sync` (PTX ISA,
+//! "Matrix Fragments for mma.m16n8k16" and "ldmatrix").
+//!
+//! Conventions: a "chunk" is 16 bytes = 8 f16 values of one row; `g = lane / 4` is the lane's
+//! group (row within an 8-row block) and `t = lane % 4` its position within the group.
+
+/// f16 elements in one 16-byte chunk: the unit of `cp.async`, `ldmatrix` rows and 16-byte stores.
+pub const CHUNK_ELEMS: usize = 8;
+
+/// Bytes in one chunk.
+pub const CHUNK_BYTES: usize = 16;
+
+/// Physical chunk of logical chunk `chunk` in row `row` of a swizzled shared-memory tile.
+///
+/// Rows are at least 8 chunks (128 bytes, a full sweep of the 32 banks), so all rows start in
+/// bank 0. XOR-ing the chunk with `row % 8` puts the same logical chunk of 8 consecutive rows in 8
+/// different 16-byte bank groups: an `ldmatrix` phase (8 rows, one chunk each) and a warp of
+/// `cp.async` writes are both free of bank conflicts. The XOR stays inside the aligned group of 8
+/// chunks, so wider rows (D = 128) swizzle each half independently.
+#[inline(always)]
+pub const fn swizzled_chunk(row: usize, chunk: usize) -> usize {
+    chunk ^ (row % 8)
+}
+
+/// Byte offset of (`row`, logical `chunk`) in a swizzled tile with `chunks_per_row` chunks per row.
+#[inline(always)]
+pub const fn swizzled_offset(row: usize, chunk: usize, chunks_per_row: usize) -> usize {
+    (row * chunks_per_row + swizzled_chunk(row, chunk)) * CHUNK_BYTES
+}
+
+/// (row, column) of accumulator element `i` (0..4) held by `lane` in an m16n8 f32 C/D fragment.
+#[inline(always)]
+pub const fn mma_c_coords(lane: usize, i: usize) -> (usize, usize) {
+    (lane / 4 + 8 * (i / 2), 2 * (lane % 4) + i % 2)
+}
+
+/// (row, k) of f16 element `i` (0..8; register `i / 2`, low half first) held by `lane` in an
+/// m16k16 A fragment.
+#[inline(always)]
+pub const fn mma_a_coords(lane: usize, i: usize) -> (usize, usize) {
+    let reg = i / 2;
+    (lane / 4 + 8 * (reg % 2), 2 * (lane % 4) + i % 2 + 8 * (reg / 2))
+}
+
+/// (k, n) of f16 element `i` (0..4; register `i / 2`, low half first) held by `lane` in a k16n8
+/// B fragment.
+#[inline(always)]
+pub const fn mma_b_coords(lane: usize, i: usize) -> (usize, usize) {
+    let reg = i / 2;
+    (2 * (lane % 4) + i % 2 + 8 * reg, lane / 4)
+}
+
+/// Which 8x8 matrix, and which (row, column) of it, element `i` (0..2, low half first) of
+/// destination register `reg` of `lane` receives from `ldmatrix` (`.trans` when `transposed`).
+/// Matrix `m` is read from the row addresses given by lanes `8m..8m+8`.
+#[inline(always)]
+pub const fn ldmatrix_dest(lane: usize, reg: usize, i: usize, transposed: bool) -> (usize, usize, usize) {
+    if transposed {
+        (reg, 2 * (lane % 4) + i, lane / 4)
+    } else {
+        (reg, lane / 4, 2 * (lane % 4) + i)
+    }
+}
+
+/// Row (0..16) and chunk (0..2) a lane addresses for an `ldmatrix.x4` that reads a 16x16 block
+/// as matrices (rows 0-7, chunk 0), (rows 8-15, chunk 0), (rows 0-7, chunk 1), (rows 8-15, chunk 1).
+///
+/// Used for the A operand (Q: 16 query rows x 16 dims -> registers a0..a3) and, with `.trans`,
+/// for V (16 keys x 16 dims -> B fragments of two 8-wide dim tiles).
+#[inline(always)]
+pub const fn ldmatrix_x4_rows16_lane(lane: usize) -> (usize, usize) {
+    (lane % 8 + 8 * ((lane / 8) % 2), lane / 16)
+}
+
+/// Row (0..8) and chunk (0..4) a lane addresses for an `ldmatrix.x4` that reads an 8x32 block
+/// as four 8x8 matrices side by side: the B operand of S = Q.K^T (K row-major = B column-major)
+/// for one 8-key tile and two consecutive 16-wide k steps.
+#[inline(always)]
+pub const fn ldmatrix_x4_rows8_lane(lane: usize) -> (usize, usize) {
+    (lane % 8, lane / 8)
+}
+
+/// Index (0..4) of the C element of score tile `2 * kk + (reg / 2)` that feeds f16 element
+/// `i` of A register `reg` of the P.V `mma` for k step `kk`: the C fragments of two adjacent
+/// 8-key tiles, packed in pairs, are exactly the A fragment of a 16-key step, so P never leaves
+/// registers.
+#[inline(always)]
+pub const fn p_from_scores(reg: usize, i: usize) -> (usize, usize) {
+    (reg / 2, 2 * (reg % 2) + i)
+}

@@ -1,0 +1,165 @@
+//! Tile layer: register fragments and swizzled shared-memory tiles, built on `arch` and `layout`.
+
+use crate::arch;
+use crate::layout::{self, CHUNK_BYTES, CHUNK_ELEMS};
+use core::ops::{Index, IndexMut};
+
+/// 16x16 f16 A operand of `mma.m16n8k16`: four registers of two halves each.
+pub type AFrag = [u32; 4];
+/// 16x8 f16 B operand of `mma.m16n8k16`: two registers of two halves each.
+pub type BFrag = [u32; 2];
+/// 16x8 f32 accumulator of `mma.m16n8k16` (`layout::mma_c_coords`).
+pub type CFrag = [f32; 4];
+
+/// A register array of fragments whose length a kernel configuration fixes (`[T; N]`), so the
+/// generic kernel body can hold per-configuration register tiles without const-generic arithmetic.
+pub trait FragArray<T: Copy>: Copy + Index<usize, Output = T> + IndexMut<usize> {
+    /// Number of fragments.
+    const LEN: usize;
+    /// An array with every fragment equal to `value`.
+    fn splat(value: T) -> Self;
+}
+
+impl<T: Copy, const N: usize> FragArray<T> for [T; N] {
+    const LEN: usize = N;
+    #[inline(always)]
+    fn splat(value: T) -> Self {
+        [value; N]
+    }
+}
+
+/// A `rows x head_dim` f16 tile in shared memory, row-major with rows swizzled by
+/// `layout::swizzled_offset`.
+#[derive(Clone, Copy)]
+pub struct SharedTile {
+    base: u32,
+    rows: usize,
+    chunks_per_row: usize,
+}
+
+impl SharedTile {
+    /// The tile starting at shared address `base` (16-byte aligned).
+    #[inline(always)]
+    pub const fn new(base: u32, rows: usize, head_dim: usize) -> Self {
+        Self { base, rows, chunks_per_row: head_dim / CHUNK_ELEMS }
+    }
+
+    /// Bytes the tile occupies.
+    #[inline(always)]
+    pub const fn bytes(&self) -> u32 {
+        (self.rows * self.chunks_per_row * CHUNK_BYTES) as u32
+    }
+
+    /// Shared address of logical chunk `chunk` of row `row`.
+    #[inline(always)]
+    pub fn chunk_addr(&self, row: usize, chunk: usize) -> u32 {
+        self.base + layout::swizzled_offset(row, chunk, self.chunks_per_row) as u32
+    }
+
+    /// Starts `cp.async` copies of the tile from global memory, all `threads` threads of the CTA
+    /// taking part: tile row `r` comes from `src + r * row_stride` elements; rows at or past
+    /// `valid_rows` are zero-filled without reading memory.
+    ///
+    /// # Safety
+    /// Rows `0..valid_rows` (at least one) of `src` must be readable and 16-byte aligned.
+    #[inline(always)]
+    pub unsafe fn load_async(&self, src: *const u16, row_stride: u32, valid_rows: u32, thread: usize, threads: usize) {
+        let chunks = self.rows * self.chunks_per_row;
+        for i in 0..chunks / threads {
+            let idx = thread + i * threads;
+            let row = idx / self.chunks_per_row;
+            let chunk = idx % self.chunks_per_row;
+            let in_bounds = (row as u32) < valid_rows;
+            // Out-of-bounds rows read nothing; point them at row 0 so the address stays valid.
+            let src_row = if in_bounds { row as u32 } else { 0 };
+            let offset = src_row * row_stride + (chunk * CHUNK_ELEMS) as u32;
+            // SAFETY: the destination is inside this tile; the source row is valid (caller).
+            unsafe {
+                arch::cp_async_16(
+                    self.chunk_addr(row, chunk),
+                    src.add(offset as usize) as *const u8,
+                    if in_bounds { CHUNK_BYTES as u32 } else { 0 },
+                )
+            };
+        }
+    }
+
+    /// The A fragment of rows `row0..row0 + 16`, columns `16 * k_step..16 * k_step + 16`.
+    ///
+    /// # Safety
+    /// All lanes of the warp call it together; the rows lie inside the tile.
+    #[inline(always)]
+    pub unsafe fn load_a(&self, row0: usize, k_step: usize) -> AFrag {
+        let (row, chunk) = layout::ldmatrix_x4_rows16_lane(arch::lane_id() as usize);
+        // SAFETY: converged warp, address inside the tile (caller).
+        unsafe { arch::ldmatrix_x4(self.chunk_addr(row0 + row, 2 * k_step + chunk)) }
+    }
+
+    /// B fragments of `B = tileᵀ` for the 8 rows `row0..row0 + 8` (the n dimension) and the two
+    /// k steps `2 * k_pair` and `2 * k_pair + 1` (the columns): K for S = Q·Kᵀ.
+    ///
+    /// # Safety
+    /// All lanes of the warp call it together; the rows lie inside the tile.
+    #[inline(always)]
+    pub unsafe fn load_b_transposed_pair(&self, row0: usize, k_pair: usize) -> [BFrag; 2] {
+        let (row, chunk) = layout::ldmatrix_x4_rows8_lane(arch::lane_id() as usize);
+        // SAFETY: converged warp, address inside the tile (caller).
+        let r = unsafe { arch::ldmatrix_x4(self.chunk_addr(row0 + row, 4 * k_pair + chunk)) };
+        [[r[0], r[1]], [r[2], r[3]]]
+    }
+
+    /// B fragments of `B = tile` for the 16 rows `row0..row0 + 16` (the k dimension) and the two
+    /// 8-column n tiles `2 * n_pair` and `2 * n_pair + 1`: V for O = P·V.
+    ///
+    /// # Safety
+    /// All lanes of the warp call it together; the rows lie inside the tile.
+    #[inline(always)]
+    pub unsafe fn load_b_pair(&self, row0: usize, n_pair: usize) -> [BFrag; 2] {
+        let (row, chunk) = layout::ldmatrix_x4_rows16_lane(arch::lane_id() as usize);
+        // SAFETY: converged warp, address inside the tile (caller).
+        let r = unsafe { arch::ldmatrix_x4_trans(self.chunk_addr(row0 + row, 2 * n_pair + chunk)) };
+        [[r[0], r[1]], [r[2], r[3]]]
+    }
+
+    /// Stores accumulator `frag` of rows `row0..row0 + 16`, columns `8 * n_tile..8 * n_tile + 8`,
+    /// rounded to f16.
+    ///
+    /// # Safety
+    /// The rows lie inside the tile and no other thread accesses them concurrently.
+    #[inline(always)]
+    pub unsafe fn store_c_f16(&self, row0: usize, n_tile: usize, frag: CFrag) {
+        let lane = arch::lane_id() as usize;
+        for half in 0..2 {
+            let (row, col) = layout::mma_c_coords(lane, 2 * half);
+            let addr = self.chunk_addr(row0 + row, n_tile) + (2 * (col % CHUNK_ELEMS)) as u32;
+            // SAFETY: 4-byte-aligned address inside the tile (caller).
+            unsafe { arch::st_shared_u32(addr, arch::pack_f16x2(frag[2 * half], frag[2 * half + 1])) };
+        }
+    }
+
+    /// Copies rows `row0..row0 + 16` to global memory with 16-byte stores, the 32 lanes of one
+    /// warp taking part: tile row `row0 + r` goes to `dst + r * row_stride` elements, for
+    /// `r < valid_rows` only.
+    ///
+    /// # Safety
+    /// Rows `0..valid_rows` of `dst` must be writable and 16-byte aligned; the tile rows must
+    /// have been written and made visible to this warp.
+    #[inline(always)]
+    pub unsafe fn store_rows16(&self, row0: usize, dst: *mut u16, row_stride: u32, valid_rows: u32) {
+        let lane = arch::lane_id() as usize;
+        let chunks = 16 * self.chunks_per_row;
+        for i in 0..chunks / 32 {
+            let idx = lane + 32 * i;
+            let row = idx / self.chunks_per_row;
+            let chunk = idx % self.chunks_per_row;
+            if (row as u32) < valid_rows {
+                let offset = row as u32 * row_stride + (chunk * CHUNK_ELEMS) as u32;
+                // SAFETY: tile address inside the tile; destination row is valid (caller).
+                unsafe {
+                    let v = arch::ld_shared_v4(self.chunk_addr(row0 + row, chunk));
+                    arch::st_global_v4(dst.add(offset as usize) as *mut u8, v);
+                }
+            }
+        }
+    }
+}
