@@ -1,0 +1,66 @@
+//! `cargo bench`: FlashCore's forward kernel on every benchmark shape, causal and not.
+//!
+//! Criterion measures each case with CUDA events around back-to-back launches (`iter_custom`),
+//! rotating three input sets; a Markdown table of median µs and TFLOP/s per case is printed at
+//! the end (the numbers to put beside `sdpa_baseline.py`'s graph-timed ones).
+
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use cust::prelude::*;
+use flashcore::timing::{median_per_call, time_per_call};
+use flashcore::{kernels, FlashAttention, ForwardOptions};
+use flashcore_benches::{device_name, print_table, Row, Workload, BENCH_SHAPES};
+
+fn main() {
+    let _context = match cust::quick_init() {
+        Ok(context) => context,
+        Err(e) => {
+            eprintln!("no CUDA device ({e}): the FlashCore benchmark needs an NVIDIA GPU (sm_80 or newer)");
+            std::process::exit(1);
+        }
+    };
+    let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("stream");
+    let flash = FlashAttention::new().expect("loading the kernels");
+    let mut criterion = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_millis(1500))
+        .sample_size(20)
+        .configure_from_args();
+
+    let mut rows = Vec::new();
+    let mut group = criterion.benchmark_group("forward");
+    for (i, shape) in BENCH_SHAPES.into_iter().enumerate() {
+        let mut workload = Workload::new(shape, i as u64).expect("allocating inputs");
+        for causal in [false, true] {
+            let options = ForwardOptions::new().causal(causal);
+            let kernel = kernels::select(shape.head_dim, causal)
+                .expect("bench shapes are supported")
+                .name;
+            let id = format!("{shape} causal={causal}");
+            group.throughput(Throughput::Elements(shape.flops(causal) as u64));
+            group.bench_function(BenchmarkId::from_parameter(&id), |b| {
+                b.iter_custom(|iters| {
+                    let us = time_per_call(&stream, 0, iters as usize, |i| {
+                        workload.launch(&flash, &stream, i, &options)
+                    })
+                    .expect("timed launches");
+                    Duration::from_secs_f64(us * 1e-6 * iters as f64)
+                })
+            });
+            let micros = median_per_call(&stream, 15, 20, |i| {
+                workload.launch(&flash, &stream, i, &options)
+            })
+            .expect("timed launches");
+            rows.push(Row {
+                shape,
+                causal,
+                kernel,
+                micros,
+            });
+        }
+    }
+    group.finish();
+    criterion.final_summary();
+    print_table(&device_name(), &rows);
+}

@@ -1,0 +1,179 @@
+//! Shared pieces of FlashCore's benchmark and demo: the shapes, device workloads with rotating
+//! input sets, and the result table.
+
+use cust::memory::DeviceBuffer;
+use cust::prelude::Stream;
+use flashcore::{AttnTensor, AttnTensorMut, FlashAttention, ForwardOptions, TensorLayout};
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+/// A `[batch, heads, seq, head_dim]` problem size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Batch size.
+    pub batch: usize,
+    /// Heads.
+    pub heads: usize,
+    /// Sequence length (queries = keys).
+    pub seq: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+}
+
+impl Shape {
+    /// `(batch, heads, seq, head_dim)`.
+    pub const fn new(batch: usize, heads: usize, seq: usize, head_dim: usize) -> Self {
+        Self {
+            batch,
+            heads,
+            seq,
+            head_dim,
+        }
+    }
+
+    /// The contiguous `[B, H, S, D]` layout.
+    pub const fn layout(&self) -> TensorLayout {
+        TensorLayout::bhsd(self.batch, self.heads, self.seq, self.head_dim)
+    }
+
+    /// FLOPs of one forward call (`4·B·H·S²·D`, halved when causal).
+    pub fn flops(&self, causal: bool) -> f64 {
+        flashcore::forward_flops(&self.layout(), self.seq, causal)
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "({},{},{},{})",
+            self.batch, self.heads, self.seq, self.head_dim
+        )
+    }
+}
+
+/// The benchmark's shapes: the test shapes plus larger ones that fill an H100/H200.
+pub const BENCH_SHAPES: [Shape; 12] = [
+    Shape::new(1, 1, 32, 64),
+    Shape::new(1, 2, 64, 64),
+    Shape::new(1, 4, 128, 64),
+    Shape::new(1, 8, 512, 64),
+    Shape::new(4, 8, 256, 64),
+    Shape::new(2, 3, 1000, 64),
+    Shape::new(1, 8, 512, 128),
+    Shape::new(2, 4, 777, 128),
+    Shape::new(16, 16, 512, 64),
+    Shape::new(8, 16, 2048, 64),
+    Shape::new(8, 16, 2048, 128),
+    Shape::new(2, 16, 8192, 128),
+];
+
+/// Input sets rotated between calls so that consecutive calls do not hit in L2.
+pub const INPUT_SETS: usize = 3;
+
+/// Device buffers for one shape: `INPUT_SETS` sets of random N(0,1) Q, K, V and one output.
+pub struct Workload {
+    /// The problem size.
+    pub shape: Shape,
+    inputs: Vec<[DeviceBuffer<f16>; 3]>,
+    out: DeviceBuffer<f16>,
+}
+
+impl Workload {
+    /// Allocates and fills the buffers (seeded, so runs are comparable).
+    pub fn new(shape: Shape, seed: u64) -> flashcore::Result<Self> {
+        let n = shape
+            .layout()
+            .required_len()
+            .expect("bench shapes fit in memory");
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut random = || -> flashcore::Result<DeviceBuffer<f16>> {
+            let host: Vec<f16> = (0..n)
+                .map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal)))
+                .collect();
+            Ok(DeviceBuffer::from_slice(&host)?)
+        };
+        let mut inputs = Vec::with_capacity(INPUT_SETS);
+        for _ in 0..INPUT_SETS {
+            inputs.push([random()?, random()?, random()?]);
+        }
+        Ok(Self {
+            shape,
+            inputs,
+            out: DeviceBuffer::from_slice(&vec![f16::ZERO; n])?,
+        })
+    }
+
+    /// Enqueues call `i` (input set `i % INPUT_SETS`).
+    pub fn launch(
+        &mut self,
+        flash: &FlashAttention,
+        stream: &Stream,
+        i: usize,
+        options: &ForwardOptions,
+    ) -> flashcore::Result<()> {
+        let layout = self.shape.layout();
+        let [q, k, v] = &self.inputs[i % INPUT_SETS];
+        flash.forward(
+            stream,
+            &AttnTensor::new(q, layout),
+            &AttnTensor::new(k, layout),
+            &AttnTensor::new(v, layout),
+            &mut AttnTensorMut::new(&mut self.out, layout),
+            options,
+        )
+    }
+
+    /// Input set 0 and the output, copied to the host.
+    pub fn host_copies(&self) -> flashcore::Result<([Vec<f16>; 3], Vec<f16>)> {
+        let copy = |b: &DeviceBuffer<f16>| b.as_host_vec();
+        let [q, k, v] = &self.inputs[0];
+        Ok(([copy(q)?, copy(k)?, copy(v)?], copy(&self.out)?))
+    }
+}
+
+/// One row of the result table.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Problem size.
+    pub shape: Shape,
+    /// Causal or not.
+    pub causal: bool,
+    /// Kernel entry point that ran.
+    pub kernel: &'static str,
+    /// Median microseconds per call.
+    pub micros: f64,
+}
+
+impl Row {
+    /// Achieved TFLOP/s.
+    pub fn tflops(&self) -> f64 {
+        self.shape.flops(self.causal) / (self.micros * 1e-6) / 1e12
+    }
+}
+
+/// Prints rows as a Markdown table.
+pub fn print_table(device: &str, rows: &[Row]) {
+    println!("\nFlashCore forward, {device}, CUDA events around back-to-back launches (median):\n");
+    println!("| shape (B,H,S,D) | causal | kernel | µs | TFLOP/s |");
+    println!("|---|---|---|---:|---:|");
+    for r in rows {
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} |",
+            r.shape,
+            r.causal,
+            r.kernel,
+            r.micros,
+            r.tflops()
+        );
+    }
+}
+
+/// The name of the current context's device.
+pub fn device_name() -> String {
+    cust::context::CurrentContext::get_device()
+        .and_then(|d| d.name())
+        .unwrap_or_else(|e| format!("unknown device ({e})"))
+}

@@ -1,0 +1,126 @@
+//! Builds `../kernels-gpu` to PTX with rustc's NVPTX backend and exposes it to the crate as
+//! `$OUT_DIR/flashcore_kernels.ptx` (embedded with `include_str!`).
+//!
+//! - The kernel crate is built by a nested `cargo build` with the toolchain its
+//!   `rust-toolchain.toml` pins, in its own target directory (the outer build holds the lock on
+//!   ours), so `core` for nvptx is compiled once and kernel edits rebuild in seconds.
+//! - Reruns only when the kernel sources or build configuration change.
+//! - `FLASHCORE_KERNELS_PTX=/path/to.ptx` skips the nested build and embeds that file instead.
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const PTX_NAME: &str = "flashcore_kernels.ptx";
+
+fn main() {
+    println!("cargo:rerun-if-env-changed=FLASHCORE_KERNELS_PTX");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let ptx = match env::var_os("FLASHCORE_KERNELS_PTX") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            println!("cargo:rerun-if-changed={}", path.display());
+            path
+        }
+        None => build_kernels(&out_dir),
+    };
+    std::fs::copy(&ptx, out_dir.join(PTX_NAME))
+        .unwrap_or_else(|e| panic!("copying the kernel PTX from {}: {e}", ptx.display()));
+}
+
+fn build_kernels(out_dir: &Path) -> PathBuf {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let kernels = manifest_dir.join("../kernels-gpu");
+    let kernels = kernels
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}", kernels.display()));
+    for input in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        ".cargo/config.toml",
+        "rust-toolchain.toml",
+        "tools",
+    ] {
+        println!("cargo:rerun-if-changed={}", kernels.join(input).display());
+    }
+
+    // <target>/<profile>/build/flashcore-<hash>/out -> <target>/kernels-gpu, shared by all
+    // profiles of the outer build.
+    let target_dir = out_dir
+        .ancestors()
+        .nth(4)
+        .unwrap_or(out_dir)
+        .join("kernels-gpu");
+    let toolchain = pinned_toolchain(&kernels.join("rust-toolchain.toml"));
+
+    let mut cmd = Command::new("rustup");
+    cmd.args([
+        "run",
+        &toolchain,
+        "cargo",
+        "build",
+        "--release",
+        "--locked",
+        "--target-dir",
+    ])
+    .arg(&target_dir)
+    // cargo reads kernels-gpu/.cargo/config.toml (target, build-std, linker) from the cwd.
+    .current_dir(&kernels)
+    // Our stdout is read by cargo as build directives; send the nested build's to stderr,
+    // which cargo shows when this script fails.
+    .stdout(Stdio::from(std::io::stderr()));
+    for (key, _) in env::vars_os() {
+        let key = key.to_string_lossy();
+        if leaks_into_nested_build(&key) {
+            cmd.env_remove(key.as_ref());
+        }
+    }
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("running `rustup run {toolchain} cargo build` for kernels-gpu: {e}")
+    });
+    if !status.success() {
+        panic!("building the GPU kernels failed ({status}); the compiler's errors are above");
+    }
+    let ptx = target_dir
+        .join("nvptx64-nvidia-cuda/release")
+        .join(PTX_NAME);
+    assert!(
+        ptx.is_file(),
+        "the kernel build produced no PTX at {}",
+        ptx.display()
+    );
+    ptx
+}
+
+/// Variables cargo sets for build scripts (or the outer build uses) that would point the nested
+/// build at the outer toolchain, profile or target.
+fn leaks_into_nested_build(key: &str) -> bool {
+    let keep = ["CARGO_HOME", "CARGO_MAKEFLAGS", "CARGO_NET_OFFLINE"];
+    (key.starts_with("CARGO_") && !keep.contains(&key))
+        || key.starts_with("RUSTC")
+        || key.starts_with("RUSTDOC")
+        || key.starts_with("RUSTUP_TOOLCHAIN")
+        || key == "RUSTFLAGS"
+        || [
+            "TARGET",
+            "HOST",
+            "PROFILE",
+            "OPT_LEVEL",
+            "DEBUG",
+            "OUT_DIR",
+            "NUM_JOBS",
+        ]
+        .contains(&key)
+}
+
+/// The `channel` of a `rust-toolchain.toml`.
+fn pinned_toolchain(file: &Path) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|value| value.trim().trim_matches('"').to_string())
+        .next()
+        .unwrap_or_else(|| panic!("{} names no channel", file.display()))
+}

@@ -1,0 +1,194 @@
+//! The library's error type.
+
+use cust::error::CudaError;
+
+/// Which argument of a forward call an error is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operand {
+    /// The query tensor.
+    Q,
+    /// The key tensor.
+    K,
+    /// The value tensor.
+    V,
+    /// The output tensor.
+    O,
+    /// The optional logsumexp output.
+    Lse,
+}
+
+impl std::fmt::Display for Operand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Operand::Q => "Q",
+            Operand::K => "K",
+            Operand::V => "V",
+            Operand::O => "O",
+            Operand::Lse => "logsumexp",
+        })
+    }
+}
+
+/// A dimension of a `[batch, heads, seq_len, head_dim]` tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// Batch size.
+    Batch,
+    /// Number of heads.
+    Heads,
+    /// Sequence length.
+    SeqLen,
+    /// Head dimension.
+    HeadDim,
+}
+
+impl std::fmt::Display for Dim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Dim::Batch => "batch",
+            Dim::Heads => "heads",
+            Dim::SeqLen => "seq_len",
+            Dim::HeadDim => "head_dim",
+        })
+    }
+}
+
+/// Everything that can go wrong in FlashCore. Argument errors are found before anything is
+/// launched; CUDA errors carry the driver's error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A dimension of `operand` disagrees with the one implied by Q (and K for V).
+    #[error("{operand}: {dim} is {actual}, expected {expected}")]
+    ShapeMismatch {
+        /// The tensor with the wrong dimension.
+        operand: Operand,
+        /// The dimension.
+        dim: Dim,
+        /// What Q (or K) implies.
+        expected: usize,
+        /// What the tensor has.
+        actual: usize,
+    },
+    /// No kernel exists for this head dimension.
+    #[error("head_dim {0} is not supported (supported: {supported:?})", supported = crate::SUPPORTED_HEAD_DIMS)]
+    UnsupportedHeadDim(usize),
+    /// The head dimension must be the innermost, contiguous one.
+    #[error("{operand}: the head dimension must be contiguous (stride 1), got stride {stride}")]
+    HeadDimNotContiguous {
+        /// The tensor.
+        operand: Operand,
+        /// Its head-dimension stride in elements.
+        stride: usize,
+    },
+    /// A base address is not aligned (16 bytes for f16 tensors, which the kernels move in
+    /// 16-byte chunks; 4 bytes for the f32 logsumexp).
+    #[error("{operand}: device address {address:#x} is not {alignment}-byte aligned")]
+    MisalignedPointer {
+        /// The tensor.
+        operand: Operand,
+        /// Its device address.
+        address: u64,
+        /// The alignment it needs.
+        alignment: u64,
+    },
+    /// A stride is not a multiple of 16 bytes (8 f16 elements).
+    #[error("{operand}: the {dim} stride {stride} (elements) is not a multiple of 16 bytes")]
+    MisalignedStride {
+        /// The tensor.
+        operand: Operand,
+        /// Which stride.
+        dim: Dim,
+        /// The stride in elements.
+        stride: usize,
+    },
+    /// A dimension is zero.
+    #[error("{operand}: {dim} is zero")]
+    ZeroDim {
+        /// The tensor.
+        operand: Operand,
+        /// The empty dimension.
+        dim: Dim,
+    },
+    /// The problem is too large for the kernels' index math or the launch grid.
+    #[error("{operand}: {what} exceeds the kernel limit of {limit}")]
+    TooLarge {
+        /// The tensor.
+        operand: Operand,
+        /// What overflowed.
+        what: &'static str,
+        /// The limit it exceeded.
+        limit: u64,
+    },
+    /// The buffer is shorter than the layout addresses.
+    #[error("{operand}: the layout needs {required} elements, the buffer holds {len}")]
+    BufferTooSmall {
+        /// The tensor.
+        operand: Operand,
+        /// Elements the layout reaches.
+        required: usize,
+        /// Elements in the buffer.
+        len: usize,
+    },
+    /// An output's memory overlaps an input's or the other output's.
+    #[error("{output} overlaps {input} in device memory")]
+    Aliasing {
+        /// The output.
+        output: Operand,
+        /// The tensor it overlaps.
+        input: Operand,
+    },
+    /// Causal attention currently needs as many queries as keys.
+    #[error("causal attention needs seq_len of Q ({seq_q}) equal to that of K ({seq_k})")]
+    CausalLengthMismatch {
+        /// Query rows.
+        seq_q: usize,
+        /// Key rows.
+        seq_k: usize,
+    },
+    /// The softmax scale is NaN or infinite.
+    #[error("the softmax scale {0} is not finite")]
+    InvalidScale(f32),
+    /// The device is older than sm_80 (Ampere).
+    #[error("compute capability {major}.{minor} is not supported: FlashCore needs 8.0 or newer")]
+    UnsupportedDevice {
+        /// Major compute capability.
+        major: i32,
+        /// Minor compute capability.
+        minor: i32,
+    },
+    /// A kernel needs more shared memory than the device grants one block.
+    #[error(
+        "kernel {kernel} needs {needed} bytes of shared memory; the device allows {available}"
+    )]
+    SharedMemory {
+        /// The kernel entry point.
+        kernel: &'static str,
+        /// Bytes it needs.
+        needed: usize,
+        /// Bytes the device allows per block.
+        available: usize,
+    },
+    /// The CUDA driver reported an error through `cust`.
+    #[error("CUDA error: {0}")]
+    Cuda(#[from] CudaError),
+    /// A CUDA driver call made directly (a launch, an attribute) failed; `code` names the error.
+    #[error("{call} failed: {code:?}")]
+    Driver {
+        /// The driver function.
+        call: &'static str,
+        /// The driver's result code, e.g. `CUDA_ERROR_LAUNCH_FAILED`.
+        code: cust::sys::CUresult,
+    },
+}
+
+/// `Ok` for `CUDA_SUCCESS`, else [`Error::Driver`] naming `call`.
+pub(crate) fn driver(call: &'static str, code: cust::sys::CUresult) -> Result<()> {
+    match code {
+        cust::sys::CUresult::CUDA_SUCCESS => Ok(()),
+        code => Err(Error::Driver { call, code }),
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

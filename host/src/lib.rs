@@ -1,0 +1,49 @@
+//! # FlashCore
+//!
+//! Fused attention (the FlashAttention-2 forward pass) for NVIDIA GPUs, written in Rust end to
+//! end: the kernels are a Rust crate compiled to PTX by rustc's NVPTX backend, embedded in this
+//! library at build time and launched through [`cust`].
+//!
+//! `O = softmax(Q·Kᵀ·scale [+ causal mask])·V` in one kernel: f16 inputs and output, f32
+//! accumulation on the tensor cores (`mma.sync.m16n8k16`), online softmax, K/V streamed through a
+//! `cp.async` pipeline in shared memory. Head dimensions 64 and 128, causal or not, any sequence
+//! length, any batch and head count, any strides with a contiguous head dimension.
+//!
+//! Start with [`FlashAttention`]; [`plan::plan`] validates a call without a GPU, and
+//! [`reference`] computes the same function on the CPU.
+//!
+//! Requirements: an NVIDIA GPU of compute capability 8.0 or newer (Ampere, Ada, Hopper) and its
+//! driver. Building needs `rustup` (the kernels build with the nightly toolchain pinned in
+//! `kernels-gpu/rust-toolchain.toml`) and a `libcuda.so` to link against (`CUDA_LIBRARY_PATH`).
+
+#![warn(missing_docs)]
+
+#[macro_use]
+#[path = "../../kernels-gpu/src/abi.rs"]
+pub mod abi;
+mod error;
+mod flash;
+pub mod kernels;
+mod options;
+pub mod plan;
+pub mod reference;
+mod tensor;
+pub mod timing;
+
+pub use error::{Dim, Error, Operand, Result};
+pub use flash::FlashAttention;
+pub use kernels::SUPPORTED_HEAD_DIMS;
+pub use options::ForwardOptions;
+pub use tensor::{AttnTensor, AttnTensorMut, TensorLayout};
+
+/// Floating-point operations of one forward call, as FlashAttention counts them:
+/// `4·B·H·Sq·Sk·D` (two matrix products), halved when causal.
+pub fn forward_flops(layout_q: &TensorLayout, seq_k: usize, causal: bool) -> f64 {
+    let [b, h, s, d] = layout_q.shape.map(|x| x as f64);
+    let flops = 4.0 * b * h * s * seq_k as f64 * d;
+    if causal {
+        flops / 2.0
+    } else {
+        flops
+    }
+}

@@ -1,0 +1,48 @@
+//! Options of a forward call.
+
+/// Options of [`FlashAttention::forward`](crate::FlashAttention::forward), built with chained
+/// setters:
+///
+/// ```
+/// let options = flashcore::ForwardOptions::new().causal(true).softmax_scale(0.125);
+/// assert!(options.is_causal());
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ForwardOptions {
+    causal: bool,
+    softmax_scale: Option<f32>,
+}
+
+impl ForwardOptions {
+    /// Non-causal attention with scale `1 / sqrt(head_dim)`.
+    pub const fn new() -> Self {
+        Self {
+            causal: false,
+            softmax_scale: None,
+        }
+    }
+
+    /// Causal masking: query row `i` attends to keys `0..=i` (top-left aligned; needs as many
+    /// queries as keys).
+    pub const fn causal(mut self, causal: bool) -> Self {
+        self.causal = causal;
+        self
+    }
+
+    /// The factor applied to `Q·Kᵀ` before the softmax (default `1 / sqrt(head_dim)`).
+    pub const fn softmax_scale(mut self, scale: f32) -> Self {
+        self.softmax_scale = Some(scale);
+        self
+    }
+
+    /// Whether causal masking is on.
+    pub const fn is_causal(&self) -> bool {
+        self.causal
+    }
+
+    /// The softmax scale for a given head dimension.
+    pub fn scale_for(&self, head_dim: usize) -> f32 {
+        self.softmax_scale
+            .unwrap_or_else(|| 1.0 / (head_dim as f32).sqrt())
+    }
+}

@@ -1,0 +1,163 @@
+//! A CPU reference of the same function, for tests and for checking results on any machine.
+//!
+//! Straightforward three-pass softmax per query row, in f64 ([`attention_f64`]) or f32
+//! ([`attention_f32`]). Slow (O(B·H·Sq·Sk·D) on one core): meant for test-sized problems.
+
+use std::ops::{Add, Div, Mul, Sub};
+
+use crate::error::{Error, Operand, Result};
+use crate::options::ForwardOptions;
+use crate::plan::check_shapes;
+use crate::tensor::TensorLayout;
+
+/// A host tensor: a slice viewed through a [`TensorLayout`].
+#[derive(Clone, Copy, Debug)]
+pub struct HostTensor<'a, T> {
+    /// The elements.
+    pub data: &'a [T],
+    /// The layout.
+    pub layout: TensorLayout,
+}
+
+impl<'a, T> HostTensor<'a, T> {
+    /// Views `data` through `layout`.
+    pub fn new(data: &'a [T], layout: TensorLayout) -> Self {
+        Self { data, layout }
+    }
+}
+
+/// Reference results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reference<F> {
+    /// The output, contiguous `[batch, heads, seq_q, head_dim]`.
+    pub out: Vec<F>,
+    /// The natural-log logsumexp of the scaled scores, contiguous `[batch, heads, seq_q]`.
+    pub lse: Vec<F>,
+}
+
+/// Attention forward in f64 arithmetic.
+pub fn attention_f64<T: Copy + Into<f64>>(
+    q: HostTensor<'_, T>,
+    k: HostTensor<'_, T>,
+    v: HostTensor<'_, T>,
+    options: &ForwardOptions,
+) -> Result<Reference<f64>> {
+    attention(q, k, v, options)
+}
+
+/// Attention forward in f32 arithmetic (inputs converted exactly through f64).
+pub fn attention_f32<T: Copy + Into<f64>>(
+    q: HostTensor<'_, T>,
+    k: HostTensor<'_, T>,
+    v: HostTensor<'_, T>,
+    options: &ForwardOptions,
+) -> Result<Reference<f32>> {
+    attention(q, k, v, options)
+}
+
+/// The arithmetic the reference needs, for f32 and f64.
+trait Real:
+    Copy
+    + PartialOrd
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+{
+    const ZERO: Self;
+    const NEG_INFINITY: Self;
+    fn of(x: f64) -> Self;
+    fn exp(self) -> Self;
+    fn ln(self) -> Self;
+}
+
+impl Real for f64 {
+    const ZERO: Self = 0.0;
+    const NEG_INFINITY: Self = f64::NEG_INFINITY;
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn exp(self) -> Self {
+        f64::exp(self)
+    }
+    fn ln(self) -> Self {
+        f64::ln(self)
+    }
+}
+
+impl Real for f32 {
+    const ZERO: Self = 0.0;
+    const NEG_INFINITY: Self = f32::NEG_INFINITY;
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn exp(self) -> Self {
+        f32::exp(self)
+    }
+    fn ln(self) -> Self {
+        f32::ln(self)
+    }
+}
+
+fn attention<T: Copy + Into<f64>, F: Real>(
+    q: HostTensor<'_, T>,
+    k: HostTensor<'_, T>,
+    v: HostTensor<'_, T>,
+    options: &ForwardOptions,
+) -> Result<Reference<F>> {
+    check_shapes(&q.layout, &k.layout, &v.layout, options)?;
+    for (operand, t) in [(Operand::Q, &q), (Operand::K, &k), (Operand::V, &v)] {
+        let required = t.layout.required_len().unwrap_or(usize::MAX);
+        if required > t.data.len() {
+            return Err(Error::BufferTooSmall {
+                operand,
+                required,
+                len: t.data.len(),
+            });
+        }
+    }
+    let [batch, heads, seq_q, head_dim] = q.layout.shape;
+    let seq_k = k.layout.seq_len();
+    let scale = F::of(options.scale_for(head_dim) as f64);
+    let at = |t: &HostTensor<'_, T>, b, h, s, d| F::of(t.data[t.layout.offset(b, h, s, d)].into());
+
+    let mut out = Vec::with_capacity(batch * heads * seq_q * head_dim);
+    let mut lse = Vec::with_capacity(batch * heads * seq_q);
+    let mut scores = vec![F::ZERO; seq_k];
+    for b in 0..batch {
+        for h in 0..heads {
+            for i in 0..seq_q {
+                let visible = if options.is_causal() {
+                    (i + 1).min(seq_k)
+                } else {
+                    seq_k
+                };
+                let mut max = F::NEG_INFINITY;
+                for (j, score) in scores.iter_mut().enumerate().take(visible) {
+                    let mut dot = F::ZERO;
+                    for d in 0..head_dim {
+                        dot = dot + at(&q, b, h, i, d) * at(&k, b, h, j, d);
+                    }
+                    *score = dot * scale;
+                    if *score > max {
+                        max = *score;
+                    }
+                }
+                let mut sum = F::ZERO;
+                for score in &mut scores[..visible] {
+                    *score = (*score - max).exp();
+                    sum = sum + *score;
+                }
+                for d in 0..head_dim {
+                    let mut acc = F::ZERO;
+                    for (j, &p) in scores[..visible].iter().enumerate() {
+                        acc = acc + p * at(&v, b, h, j, d);
+                    }
+                    out.push(acc / sum);
+                }
+                lse.push(max + sum.ln());
+            }
+        }
+    }
+    Ok(Reference { out, lse })
+}

@@ -1,0 +1,146 @@
+//! Helpers shared by FlashCore's test suites: seeded random inputs, GPU setup, and comparison of
+//! kernel output against the f64 reference.
+
+use cust::context::Context;
+use cust::prelude::*;
+use flashcore::reference::{HostTensor, Reference};
+use flashcore::{FlashAttention, TensorLayout};
+use half::f16;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::StandardNormal;
+
+/// An RNG seeded from `FLASHCORE_TEST_SEED` if set (to replay a failure), else freshly; the seed
+/// is printed so any failure can be replayed.
+pub fn rng(test: &str) -> StdRng {
+    let seed = std::env::var("FLASHCORE_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| rand::rng().random::<u64>());
+    println!("{test}: seed {seed} (replay with FLASHCORE_TEST_SEED={seed})");
+    StdRng::seed_from_u64(seed)
+}
+
+/// `n` values drawn from N(0, 1), rounded to f16.
+pub fn normal_f16(rng: &mut StdRng, n: usize) -> Vec<f16> {
+    (0..n)
+        .map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal)))
+        .collect()
+}
+
+/// A logical `[batch, heads, seq, dim]` tensor of random values, stored through `layout`
+/// (elements outside the layout, such as padding, hold a NaN that must never be read).
+pub fn fill_layout(values: &[f16], shape: [usize; 4], layout: &TensorLayout) -> Vec<f16> {
+    let mut data = vec![f16::NAN; layout.required_len().expect("test layouts fit in memory")];
+    let [b_n, h_n, s_n, d_n] = shape;
+    let mut i = 0;
+    for b in 0..b_n {
+        for h in 0..h_n {
+            for s in 0..s_n {
+                for d in 0..d_n {
+                    data[layout.offset(b, h, s, d)] = values[i];
+                    i += 1;
+                }
+            }
+        }
+    }
+    data
+}
+
+/// The memory layouts every GPU case runs in: `[B,H,S,D]`, `[B,S,H,D]`, and `[B,H,S,D]` with
+/// padding after each row and each head.
+pub fn layouts(shape: [usize; 4]) -> Vec<(&'static str, TensorLayout)> {
+    let [b, h, s, d] = shape;
+    let row = d + 16;
+    let head = s * row + 64;
+    vec![
+        ("bhsd", TensorLayout::bhsd(b, h, s, d)),
+        ("bshd", TensorLayout::bshd(b, s, h, d)),
+        ("padded", TensorLayout::new(shape, [h * head, head, row, 1])),
+    ]
+}
+
+/// A contiguous host tensor of `values` in `[B,H,S,D]` order.
+pub fn host_bhsd(values: &[f16], shape: [usize; 4]) -> HostTensor<'_, f16> {
+    let [b, h, s, d] = shape;
+    HostTensor::new(values, TensorLayout::bhsd(b, h, s, d))
+}
+
+/// A context on device 0, a stream, and the loaded kernels.
+pub struct Gpu {
+    /// The loaded kernels.
+    pub flash: FlashAttention,
+    /// A non-blocking stream.
+    pub stream: Stream,
+    _context: Context,
+}
+
+impl Gpu {
+    /// Sets up device 0. Panics (failing the test) when there is no usable GPU: GPU tests are
+    /// `#[ignore]`d, so they only run when asked to.
+    pub fn new() -> Self {
+        let context = cust::quick_init()
+            .expect("GPU tests need a CUDA device (they are #[ignore]d on CPU-only machines)");
+        let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("stream");
+        let flash = FlashAttention::new().expect("loading the FlashCore kernels");
+        Self {
+            flash,
+            stream,
+            _context: context,
+        }
+    }
+}
+
+impl Default for Gpu {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// How far a kernel result is from the reference.
+#[derive(Clone, Copy, Debug)]
+pub struct Deviation {
+    /// Largest |out - ref|.
+    pub max_abs: f64,
+    /// ‖out − ref‖₂ / ‖ref‖₂.
+    pub rel_l2: f64,
+    /// Elements that are NaN or infinite.
+    pub non_finite: usize,
+}
+
+impl Deviation {
+    /// Whether it meets the project's bar: max abs ≤ 2e-3, relative L2 ≤ 1e-3, all finite.
+    pub fn passes(&self) -> bool {
+        self.non_finite == 0 && self.max_abs <= 2e-3 && self.rel_l2 <= 1e-3
+    }
+}
+
+/// Compares every element of `out` (read through `layout`) with the contiguous reference.
+pub fn deviation(out: &[f16], layout: &TensorLayout, reference: &Reference<f64>) -> Deviation {
+    let [b_n, h_n, s_n, d_n] = layout.shape;
+    let (mut max_abs, mut err2, mut ref2, mut non_finite) = (0f64, 0f64, 0f64, 0usize);
+    let mut i = 0;
+    for b in 0..b_n {
+        for h in 0..h_n {
+            for s in 0..s_n {
+                for d in 0..d_n {
+                    let x = out[layout.offset(b, h, s, d)].to_f64();
+                    let r = reference.out[i];
+                    i += 1;
+                    if !x.is_finite() {
+                        non_finite += 1;
+                        continue;
+                    }
+                    max_abs = max_abs.max((x - r).abs());
+                    err2 += (x - r) * (x - r);
+                    ref2 += r * r;
+                }
+            }
+        }
+    }
+    Deviation {
+        max_abs,
+        rel_l2: (err2 / ref2).sqrt(),
+        non_finite,
+    }
+}

@@ -1,0 +1,144 @@
+//! The kernels against the f64 CPU reference on fresh N(0,1) inputs. Needs a GPU: `#[ignore]`d,
+//! run with `cargo test -- --include-ignored` (the GPU runner does).
+//!
+//! Every case runs causal and non-causal, in three memory layouts; the output and logsumexp are
+//! poisoned (NaN) before each run, every element is checked, padding must stay untouched, and a
+//! second run must give identical bits.
+
+use cust::memory::{CopyDestination, DeviceBuffer};
+use flashcore::reference::attention_f64;
+use flashcore::{AttnTensor, AttnTensorMut, ForwardOptions};
+use flashcore_tests::{deviation, fill_layout, host_bhsd, layouts, normal_f16, rng, Gpu};
+use half::f16;
+
+/// Largest |lse - ref| accepted (the logsumexp is f32 all the way).
+const LSE_TOLERANCE: f64 = 1e-3;
+
+fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
+    let gpu = Gpu::new();
+    let mut rng = rng(&format!("attention {batch}x{heads}x{seq}x{head_dim}"));
+    let shape = [batch, heads, seq, head_dim];
+    let n = batch * heads * seq * head_dim;
+    let (q, k, v) = (
+        normal_f16(&mut rng, n),
+        normal_f16(&mut rng, n),
+        normal_f16(&mut rng, n),
+    );
+    let mut failures = Vec::new();
+    for causal in [false, true] {
+        let options = ForwardOptions::new().causal(causal);
+        let reference = attention_f64(
+            host_bhsd(&q, shape),
+            host_bhsd(&k, shape),
+            host_bhsd(&v, shape),
+            &options,
+        )
+        .expect("reference");
+        for (name, layout) in layouts(shape) {
+            let dq = DeviceBuffer::from_slice(&fill_layout(&q, shape, &layout)).unwrap();
+            let dk = DeviceBuffer::from_slice(&fill_layout(&k, shape, &layout)).unwrap();
+            let dv = DeviceBuffer::from_slice(&fill_layout(&v, shape, &layout)).unwrap();
+            let len = layout.required_len().unwrap();
+            let poison = vec![f16::NAN; len];
+            let mut d_o = DeviceBuffer::from_slice(&poison).unwrap();
+            let mut d_lse = DeviceBuffer::from_slice(&vec![f32::NAN; batch * heads * seq]).unwrap();
+
+            let run = |d_o: &mut DeviceBuffer<f16>,
+                       d_lse: &mut DeviceBuffer<f32>|
+             -> (Vec<f16>, Vec<f32>) {
+                d_o.copy_from(&poison).unwrap();
+                d_lse
+                    .copy_from(&vec![f32::NAN; batch * heads * seq])
+                    .unwrap();
+                gpu.flash
+                    .forward_with_lse(
+                        &gpu.stream,
+                        &AttnTensor::new(&dq, layout),
+                        &AttnTensor::new(&dk, layout),
+                        &AttnTensor::new(&dv, layout),
+                        &mut AttnTensorMut::new(d_o, layout),
+                        d_lse,
+                        &options,
+                    )
+                    .expect("forward");
+                gpu.stream.synchronize().expect("kernel execution");
+                let mut out = vec![f16::ZERO; len];
+                d_o.copy_to(&mut out).unwrap();
+                let mut lse = vec![0f32; batch * heads * seq];
+                d_lse.copy_to(&mut lse).unwrap();
+                (out, lse)
+            };
+            let (out, lse) = run(&mut d_o, &mut d_lse);
+            let (out2, lse2) = run(&mut d_o, &mut d_lse);
+
+            let dev = deviation(&out, &layout, &reference);
+            let lse_err = lse
+                .iter()
+                .zip(&reference.lse)
+                .map(|(&x, &r)| (x as f64 - r).abs())
+                .fold(0f64, f64::max);
+            let lse_ok = lse.iter().all(|x| x.is_finite()) && lse_err <= LSE_TOLERANCE;
+            let written: Vec<bool> = {
+                let mut w = vec![false; len];
+                for b in 0..batch {
+                    for h in 0..heads {
+                        for s in 0..seq {
+                            for d in 0..head_dim {
+                                w[layout.offset(b, h, s, d)] = true;
+                            }
+                        }
+                    }
+                }
+                w
+            };
+            let padding_intact = out
+                .iter()
+                .zip(&written)
+                .all(|(x, &w)| w || x.to_bits() == f16::NAN.to_bits());
+            let same_bits = out
+                .iter()
+                .map(|x| x.to_bits())
+                .eq(out2.iter().map(|x| x.to_bits()))
+                && lse
+                    .iter()
+                    .map(|x| x.to_bits())
+                    .eq(lse2.iter().map(|x| x.to_bits()));
+            println!(
+                "  causal={causal:<5} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
+                 padding_intact={padding_intact} rerun_identical={same_bits}",
+                dev.max_abs, dev.rel_l2, dev.non_finite
+            );
+            if !(dev.passes() && lse_ok && padding_intact && same_bits) {
+                failures.push(format!("causal={causal} layout={name}: {dev:?} lse_err={lse_err:e} padding_intact={padding_intact} identical={same_bits}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failing cases:\n{}",
+        failures.join("\n")
+    );
+}
+
+macro_rules! gpu_cases {
+    ($( $name:ident: ($b:expr, $h:expr, $s:expr, $d:expr), )*) => { $(
+        #[test]
+        #[ignore = "needs a CUDA GPU; run with --include-ignored"]
+        fn $name() {
+            check_shape($b, $h, $s, $d);
+        }
+    )* };
+}
+
+gpu_cases! {
+    b1_h1_s32_d64: (1, 1, 32, 64),
+    b1_h2_s64_d64: (1, 2, 64, 64),
+    b1_h4_s128_d64: (1, 4, 128, 64),
+    b1_h8_s512_d64: (1, 8, 512, 64),
+    b4_h8_s256_d64: (4, 8, 256, 64),
+    b2_h3_s1000_d64: (2, 3, 1000, 64),
+    b1_h8_s512_d128: (1, 8, 512, 128),
+    b2_h4_s777_d128: (2, 4, 777, 128),
+    b1_h1_s1_d64: (1, 1, 1, 64),
+    b3_h2_s65_d128: (3, 2, 65, 128),
+}

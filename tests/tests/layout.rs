@@ -1,0 +1,197 @@
+//! Every layout fact the kernels rely on, checked against a model of `ldmatrix` and
+//! `mma.m16n8k16` (PTX ISA fragment tables). The kernels' own `layout.rs` is compiled here.
+
+#[allow(dead_code)]
+#[path = "../../kernels-gpu/src/layout.rs"]
+mod layout;
+
+use layout::*;
+use std::collections::HashSet;
+
+/// What `ldmatrix.x4` delivers: lane `l`, register `reg`, half `i` of a matrix stored as rows of
+/// `matrix[row][col]`, when lane `a` supplies the address of (row, chunk) = `addr(a)`.
+fn ldmatrix(
+    lane: usize,
+    reg: usize,
+    i: usize,
+    transposed: bool,
+    addr: impl Fn(usize) -> (usize, usize),
+) -> (usize, usize) {
+    let (m, r, c) = ldmatrix_dest(lane, reg, i, transposed);
+    let (row, chunk) = addr(8 * m + r);
+    (row, chunk * CHUNK_ELEMS + c)
+}
+
+#[test]
+fn q_fragment_from_ldmatrix_is_the_mma_a_fragment() {
+    for lane in 0..32 {
+        for reg in 0..4 {
+            for i in 0..2 {
+                let got = ldmatrix(lane, reg, i, false, ldmatrix_x4_rows16_lane);
+                assert_eq!(
+                    got,
+                    mma_a_coords(lane, 2 * reg + i),
+                    "lane {lane} reg {reg} half {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn k_fragments_from_ldmatrix_are_b_fragments_of_k_transposed() {
+    // K tile rows are keys (n), columns dims (k); registers 0,1 feed k step 0, 2,3 k step 1.
+    for lane in 0..32 {
+        for reg in 0..4 {
+            for i in 0..2 {
+                let (key, dim) = ldmatrix(lane, reg, i, false, ldmatrix_x4_rows8_lane);
+                let (k, n) = mma_b_coords(lane, 2 * (reg % 2) + i);
+                assert_eq!(
+                    (key, dim),
+                    (n, 16 * (reg / 2) + k),
+                    "lane {lane} reg {reg} half {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn v_fragments_from_ldmatrix_trans_are_b_fragments_of_v() {
+    // V tile rows are keys (k), columns dims (n); registers 0,1 feed dim tile 0, 2,3 dim tile 1.
+    for lane in 0..32 {
+        for reg in 0..4 {
+            for i in 0..2 {
+                let (key, dim) = ldmatrix(lane, reg, i, true, ldmatrix_x4_rows16_lane);
+                let (k, n) = mma_b_coords(lane, 2 * (reg % 2) + i);
+                assert_eq!(
+                    (key, dim),
+                    (k, 8 * (reg / 2) + n),
+                    "lane {lane} reg {reg} half {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn score_accumulators_are_the_p_operand() {
+    // Element i of A register reg for a 16-key step comes from C element e of 8-key tile t.
+    for lane in 0..32 {
+        for reg in 0..4 {
+            for i in 0..2 {
+                let (tile, e) = p_from_scores(reg, i);
+                let (row, key) = mma_c_coords(lane, e);
+                assert_eq!(
+                    (row, 8 * tile + key),
+                    mma_a_coords(lane, 2 * reg + i),
+                    "lane {lane} reg {reg} half {i}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fragments_cover_their_tiles_exactly_once() {
+    let a: HashSet<_> = (0..32)
+        .flat_map(|l| (0..8).map(move |i| mma_a_coords(l, i)))
+        .collect();
+    assert_eq!(a.len(), 16 * 16);
+    let b: HashSet<_> = (0..32)
+        .flat_map(|l| (0..4).map(move |i| mma_b_coords(l, i)))
+        .collect();
+    assert_eq!(b.len(), 16 * 8);
+    let c: HashSet<_> = (0..32)
+        .flat_map(|l| (0..4).map(move |i| mma_c_coords(l, i)))
+        .collect();
+    assert_eq!(c.len(), 16 * 8);
+}
+
+#[test]
+fn swizzle_is_a_permutation_of_each_row() {
+    for chunks_per_row in [8, 16] {
+        for row in 0..64 {
+            let chunks: HashSet<_> = (0..chunks_per_row)
+                .map(|c| swizzled_chunk(row, c))
+                .collect();
+            assert_eq!(
+                chunks,
+                (0..chunks_per_row).collect(),
+                "row {row}, {chunks_per_row} chunks"
+            );
+        }
+    }
+}
+
+/// 16-byte bank group (0..8) of a byte offset: a 16-byte access per lane is served 8 lanes at a
+/// time, conflict-free when those 8 lanes hit 8 different groups.
+fn bank_group(offset: usize) -> usize {
+    (offset / 16) % 8
+}
+
+#[test]
+fn ldmatrix_phases_are_free_of_bank_conflicts() {
+    for chunks_per_row in [8, 16] {
+        let patterns: [(&str, fn(usize) -> (usize, usize), usize); 2] = [
+            ("rows16", ldmatrix_x4_rows16_lane, 2),
+            ("rows8", ldmatrix_x4_rows8_lane, 4),
+        ];
+        for (name, lane_addr, chunk_span) in patterns {
+            for row0 in (0..64).step_by(8) {
+                for chunk0 in (0..chunks_per_row).step_by(chunk_span) {
+                    for matrix in 0..4 {
+                        let groups: HashSet<_> = (0..8)
+                            .map(|j| {
+                                let (r, c) = lane_addr(8 * matrix + j);
+                                bank_group(swizzled_offset(row0 + r, chunk0 + c, chunks_per_row))
+                            })
+                            .collect();
+                        assert_eq!(
+                            groups.len(),
+                            8,
+                            "{name} row0 {row0} chunk0 {chunk0} matrix {matrix}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn cp_async_tile_writes_are_free_of_bank_conflicts() {
+    // Thread t of the CTA copies chunk index t + i * threads: row = idx / chunks_per_row.
+    for chunks_per_row in [8, 16] {
+        for first in (0..64 * chunks_per_row).step_by(8) {
+            let groups: HashSet<_> = (first..first + 8)
+                .map(|idx| {
+                    bank_group(swizzled_offset(
+                        idx / chunks_per_row,
+                        idx % chunks_per_row,
+                        chunks_per_row,
+                    ))
+                })
+                .collect();
+            assert_eq!(groups.len(), 8, "chunks {first}..{}", first + 8);
+        }
+    }
+}
+
+#[test]
+fn output_staging_stores_are_free_of_bank_conflicts() {
+    // store_c_f16: lane writes 4 bytes at (row of C element 0 or 2, chunk n_tile) + 4 * (col / 2).
+    for chunks_per_row in [8, 16] {
+        for n_tile in 0..chunks_per_row {
+            for half in 0..2 {
+                let banks: HashSet<_> = (0..32)
+                    .map(|lane| {
+                        let (row, col) = mma_c_coords(lane, 2 * half);
+                        (swizzled_offset(row, n_tile, chunks_per_row) + 2 * col) / 4 % 32
+                    })
+                    .collect();
+                assert_eq!(banks.len(), 32, "n_tile {n_tile} half {half}");
+            }
+        }
+    }
+}

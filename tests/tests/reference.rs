@@ -1,0 +1,151 @@
+//! The CPU reference on cases small enough to check by hand. No GPU needed.
+
+use approx::assert_relative_eq;
+use flashcore::reference::{attention_f32, attention_f64, HostTensor};
+use flashcore::{Error, ForwardOptions, TensorLayout};
+use flashcore_tests::{fill_layout, host_bhsd, normal_f16, rng};
+
+const D: usize = 64;
+
+fn tensor(values: &[f64], seq: usize) -> HostTensor<'_, f64> {
+    HostTensor::new(values, TensorLayout::bhsd(1, 1, seq, D))
+}
+
+/// Row `i` of a `[seq, D]` matrix whose rows are `f(i, d)`.
+fn matrix(seq: usize, f: impl Fn(usize, usize) -> f64) -> Vec<f64> {
+    (0..seq)
+        .flat_map(|i| (0..D).map(move |d| (i, d)))
+        .map(|(i, d)| f(i, d))
+        .collect()
+}
+
+#[test]
+fn one_key_returns_its_value_and_score() {
+    let q = matrix(3, |i, d| (i + d) as f64 * 0.01);
+    let k = matrix(1, |_, d| 1.0 - d as f64 * 0.02);
+    let v = matrix(1, |_, d| d as f64 - 7.0);
+    let options = ForwardOptions::new().softmax_scale(0.25);
+    let r = attention_f64(tensor(&q, 3), tensor(&k, 1), tensor(&v, 1), &options).unwrap();
+    for i in 0..3 {
+        assert_eq!(&r.out[i * D..(i + 1) * D], &v[..], "row {i}");
+        let score: f64 = (0..D).map(|d| q[i * D + d] * k[d]).sum::<f64>() * 0.25;
+        assert_relative_eq!(r.lse[i], score, epsilon = 1e-12);
+    }
+}
+
+#[test]
+fn equal_scores_average_the_values() {
+    let seq = 5;
+    let q = vec![0.0; seq * D];
+    let k = matrix(seq, |i, d| (i * d) as f64);
+    let v = matrix(seq, |i, d| (i * 10 + d) as f64);
+    let r = attention_f64(
+        tensor(&q, seq),
+        tensor(&k, seq),
+        tensor(&v, seq),
+        &ForwardOptions::new(),
+    )
+    .unwrap();
+    for d in 0..D {
+        // mean over i of (10 i + d) = 20 + d
+        assert_relative_eq!(r.out[d], 20.0 + d as f64, epsilon = 1e-9);
+    }
+    assert_relative_eq!(r.lse[0], (seq as f64).ln(), epsilon = 1e-12);
+}
+
+#[test]
+fn two_keys_by_hand() {
+    // q = e0; k0 = 2 e0, k1 = 0; scale 1 -> scores 2 and 0, weights e^2/(e^2+1) and 1/(e^2+1).
+    let q = matrix(1, |_, d| if d == 0 { 1.0 } else { 0.0 });
+    let k = matrix(2, |i, d| if i == 0 && d == 0 { 2.0 } else { 0.0 });
+    let v = matrix(2, |i, _| if i == 0 { 1.0 } else { -1.0 });
+    let options = ForwardOptions::new().softmax_scale(1.0);
+    let r = attention_f64(tensor(&q, 1), tensor(&k, 2), tensor(&v, 2), &options).unwrap();
+    let e2 = 2f64.exp();
+    let expected = (e2 - 1.0) / (e2 + 1.0);
+    assert!(r.out.iter().all(|&x| (x - expected).abs() < 1e-12));
+    assert_relative_eq!(r.lse[0], (e2 + 1.0).ln(), epsilon = 1e-12);
+}
+
+#[test]
+fn causal_rows_see_only_earlier_keys() {
+    let seq = 4;
+    let q = matrix(seq, |i, d| ((i + 1) * (d % 3)) as f64 * 0.1);
+    let k = matrix(seq, |i, d| ((i + 2) * (d % 5)) as f64 * 0.1);
+    let v = matrix(seq, |i, d| (i * 100 + d) as f64);
+    let causal = ForwardOptions::new().causal(true);
+    let r = attention_f64(tensor(&q, seq), tensor(&k, seq), tensor(&v, seq), &causal).unwrap();
+    // Row 0 sees key 0 only.
+    assert_eq!(&r.out[..D], &v[..D]);
+    // Row i equals non-causal attention over the first i + 1 keys.
+    for i in 1..seq {
+        let qi = &q[i * D..(i + 1) * D];
+        let prefix = attention_f64(
+            tensor(qi, 1),
+            tensor(&k[..(i + 1) * D], i + 1),
+            tensor(&v[..(i + 1) * D], i + 1),
+            &ForwardOptions::new(),
+        )
+        .unwrap();
+        for d in 0..D {
+            assert_relative_eq!(r.out[i * D + d], prefix.out[d], epsilon = 1e-9);
+        }
+        assert_relative_eq!(r.lse[i], prefix.lse[0], epsilon = 1e-12);
+    }
+}
+
+#[test]
+fn f32_agrees_with_f64_and_layout_does_not_matter() {
+    let mut rng = rng("reference f32 vs f64");
+    let shape = [2, 3, 37, 64];
+    let n = shape.iter().product();
+    let (q, k, v) = (
+        normal_f16(&mut rng, n),
+        normal_f16(&mut rng, n),
+        normal_f16(&mut rng, n),
+    );
+    for causal in [false, true] {
+        let options = ForwardOptions::new().causal(causal);
+        let r64 = attention_f64(
+            host_bhsd(&q, shape),
+            host_bhsd(&k, shape),
+            host_bhsd(&v, shape),
+            &options,
+        )
+        .unwrap();
+        let r32 = attention_f32(
+            host_bhsd(&q, shape),
+            host_bhsd(&k, shape),
+            host_bhsd(&v, shape),
+            &options,
+        )
+        .unwrap();
+        for (a, b) in r64.out.iter().zip(&r32.out) {
+            assert!((a - *b as f64).abs() < 1e-5, "{a} vs {b}");
+        }
+        let bshd = TensorLayout::bshd(2, 37, 3, 64);
+        let (qs, ks, vs) = (
+            fill_layout(&q, shape, &bshd),
+            fill_layout(&k, shape, &bshd),
+            fill_layout(&v, shape, &bshd),
+        );
+        let r = attention_f64(
+            HostTensor::new(&qs, bshd),
+            HostTensor::new(&ks, bshd),
+            HostTensor::new(&vs, bshd),
+            &options,
+        )
+        .unwrap();
+        assert_eq!(r, r64);
+    }
+}
+
+#[test]
+fn reference_validates_its_inputs() {
+    let q = vec![0.0f64; 10];
+    let t = HostTensor::new(&q[..], TensorLayout::bhsd(1, 1, 1, 64));
+    assert!(matches!(
+        attention_f64(t, t, t, &ForwardOptions::new()),
+        Err(Error::BufferTooSmall { .. })
+    ));
+}
