@@ -28,68 +28,39 @@ fn main() {
 }
 
 fn build_kernels(out_dir: &Path) -> PathBuf {
-    let manifest_dir =
-        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kernels = manifest_dir.join("../kernels-gpu");
-    let kernels = kernels
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("{}: {e}", kernels.display()));
-    for input in [
-        "src",
-        "Cargo.toml",
-        "Cargo.lock",
-        ".cargo/config.toml",
-        "rust-toolchain.toml",
-        "tools",
-    ] {
+    let kernels = kernels.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", kernels.display()));
+    for input in ["src", "Cargo.toml", "Cargo.lock", ".cargo/config.toml", "rust-toolchain.toml", "tools"] {
         println!("cargo:rerun-if-changed={}", kernels.join(input).display());
     }
 
     // <target>/<profile>/build/flashcore-<hash>/out -> <target>/kernels-gpu, shared by all
     // profiles of the outer build.
-    let target_dir = out_dir
-        .ancestors()
-        .nth(4)
-        .unwrap_or(out_dir)
-        .join("kernels-gpu");
+    let target_dir = out_dir.ancestors().nth(4).unwrap_or(out_dir).join("kernels-gpu");
     let toolchain = pinned_toolchain(&kernels.join("rust-toolchain.toml"));
 
     let mut cmd = Command::new("rustup");
-    cmd.args([
-        "run",
-        &toolchain,
-        "cargo",
-        "build",
-        "--release",
-        "--locked",
-        "--target-dir",
-    ])
-    .arg(&target_dir)
-    // cargo reads kernels-gpu/.cargo/config.toml (target, build-std, linker) from the cwd.
-    .current_dir(&kernels)
-    // Our stdout is read by cargo as build directives; send the nested build's to stderr,
-    // which cargo shows when this script fails.
-    .stdout(Stdio::from(std::io::stderr()));
+    cmd.args(["run", &toolchain, "cargo", "build", "--release", "--locked", "--target-dir"])
+        .arg(&target_dir)
+        // cargo reads kernels-gpu/.cargo/config.toml (target, build-std, linker) from the cwd.
+        .current_dir(&kernels)
+        // Our stdout is read by cargo as build directives; send the nested build's to stderr,
+        // which cargo shows when this script fails.
+        .stdout(Stdio::from(std::io::stderr()));
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
         if leaks_into_nested_build(&key) {
             cmd.env_remove(key.as_ref());
         }
     }
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!("running `rustup run {toolchain} cargo build` for kernels-gpu: {e}")
-    });
+    let status =
+        cmd.status().unwrap_or_else(|e| panic!("running `rustup run {toolchain} cargo build` for kernels-gpu: {e}"));
     if !status.success() {
         panic!("building the GPU kernels failed ({status}); the compiler's errors are above");
     }
-    let ptx = target_dir
-        .join("nvptx64-nvidia-cuda/release")
-        .join(PTX_NAME);
-    assert!(
-        ptx.is_file(),
-        "the kernel build produced no PTX at {}",
-        ptx.display()
-    );
+    let ptx = target_dir.join("nvptx64-nvidia-cuda/release").join(PTX_NAME);
+    assert!(ptx.is_file(), "the kernel build produced no PTX at {}", ptx.display());
     ptx
 }
 
@@ -102,16 +73,7 @@ fn leaks_into_nested_build(key: &str) -> bool {
         || key.starts_with("RUSTDOC")
         || key.starts_with("RUSTUP_TOOLCHAIN")
         || key == "RUSTFLAGS"
-        || [
-            "TARGET",
-            "HOST",
-            "PROFILE",
-            "OPT_LEVEL",
-            "DEBUG",
-            "OUT_DIR",
-            "NUM_JOBS",
-        ]
-        .contains(&key)
+        || ["TARGET", "HOST", "PROFILE", "OPT_LEVEL", "DEBUG", "OUT_DIR", "NUM_JOBS"].contains(&key)
 }
 
 /// The `channel` of a `rust-toolchain.toml`.

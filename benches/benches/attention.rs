@@ -34,30 +34,20 @@ fn main() {
         let mut workload = Workload::new(shape, i as u64).expect("allocating inputs");
         for causal in [false, true] {
             let options = ForwardOptions::new().causal(causal);
-            let kernel = kernels::select(shape.head_dim, causal)
-                .expect("bench shapes are supported")
-                .name;
+            let kernel = kernels::select(shape.head_dim, causal).expect("bench shapes are supported").name;
             let id = format!("{shape} causal={causal}");
             group.throughput(Throughput::Elements(shape.flops(causal) as u64));
             group.bench_function(BenchmarkId::from_parameter(&id), |b| {
                 b.iter_custom(|iters| {
-                    let us = time_per_call(&stream, 0, iters as usize, |i| {
-                        workload.launch(&flash, &stream, i, &options)
-                    })
-                    .expect("timed launches");
+                    let us =
+                        time_per_call(&stream, 0, iters as usize, |i| workload.launch(&flash, &stream, i, &options))
+                            .expect("timed launches");
                     Duration::from_secs_f64(us * 1e-6 * iters as f64)
                 })
             });
-            let micros = median_per_call(&stream, 15, 20, |i| {
-                workload.launch(&flash, &stream, i, &options)
-            })
-            .expect("timed launches");
-            rows.push(Row {
-                shape,
-                causal,
-                kernel,
-                micros,
-            });
+            let micros = median_per_call(&stream, 15, 20, |i| workload.launch(&flash, &stream, i, &options))
+                .expect("timed launches");
+            rows.push(Row { shape, causal, kernel, micros });
         }
     }
     group.finish();

@@ -25,12 +25,7 @@ pub struct Shape {
 impl Shape {
     /// `(batch, heads, seq, head_dim)`.
     pub const fn new(batch: usize, heads: usize, seq: usize, head_dim: usize) -> Self {
-        Self {
-            batch,
-            heads,
-            seq,
-            head_dim,
-        }
+        Self { batch, heads, seq, head_dim }
     }
 
     /// The contiguous `[B, H, S, D]` layout.
@@ -46,11 +41,7 @@ impl Shape {
 
 impl std::fmt::Display for Shape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "({},{},{},{})",
-            self.batch, self.heads, self.seq, self.head_dim
-        )
+        write!(f, "({},{},{},{})", self.batch, self.heads, self.seq, self.head_dim)
     }
 }
 
@@ -84,26 +75,17 @@ pub struct Workload {
 impl Workload {
     /// Allocates and fills the buffers (seeded, so runs are comparable).
     pub fn new(shape: Shape, seed: u64) -> flashcore::Result<Self> {
-        let n = shape
-            .layout()
-            .required_len()
-            .expect("bench shapes fit in memory");
+        let n = shape.layout().required_len().expect("bench shapes fit in memory");
         let mut rng = StdRng::seed_from_u64(seed);
         let mut random = || -> flashcore::Result<DeviceBuffer<f16>> {
-            let host: Vec<f16> = (0..n)
-                .map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal)))
-                .collect();
+            let host: Vec<f16> = (0..n).map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal))).collect();
             Ok(DeviceBuffer::from_slice(&host)?)
         };
         let mut inputs = Vec::with_capacity(INPUT_SETS);
         for _ in 0..INPUT_SETS {
             inputs.push([random()?, random()?, random()?]);
         }
-        Ok(Self {
-            shape,
-            inputs,
-            out: DeviceBuffer::from_slice(&vec![f16::ZERO; n])?,
-        })
+        Ok(Self { shape, inputs, out: DeviceBuffer::from_slice(&vec![f16::ZERO; n])? })
     }
 
     /// Enqueues call `i` (input set `i % INPUT_SETS`).
@@ -160,14 +142,7 @@ pub fn print_table(device: &str, rows: &[Row]) {
     println!("| shape (B,H,S,D) | causal | kernel | µs | TFLOP/s |");
     println!("|---|---|---|---:|---:|");
     for r in rows {
-        println!(
-            "| {} | {} | {} | {:.1} | {:.1} |",
-            r.shape,
-            r.causal,
-            r.kernel,
-            r.micros,
-            r.tflops()
-        );
+        println!("| {} | {} | {} | {:.1} | {:.1} |", r.shape, r.causal, r.kernel, r.micros, r.tflops());
     }
 }
 

@@ -158,9 +158,7 @@ pub enum Error {
         minor: i32,
     },
     /// A kernel needs more shared memory than the device grants one block.
-    #[error(
-        "kernel {kernel} needs {needed} bytes of shared memory; the device allows {available}"
-    )]
+    #[error("kernel {kernel} needs {needed} bytes of shared memory; the device allows {available}")]
     SharedMemory {
         /// The kernel entry point.
         kernel: &'static str,

@@ -89,11 +89,7 @@ impl FlashAttention {
             })?;
             functions.push(function);
         }
-        Ok(Self {
-            _module: module,
-            functions,
-            compute_capability: (major, minor),
-        })
+        Ok(Self { _module: module, functions, compute_capability: (major, minor) })
     }
 
     /// The compute capability (major, minor) of the device the kernels were loaded for.
@@ -114,14 +110,7 @@ impl FlashAttention {
         o: &mut AttnTensorMut<'_>,
         options: &ForwardOptions,
     ) -> Result<()> {
-        let problem = ForwardProblem {
-            q: arg(q),
-            k: arg(k),
-            v: arg(v),
-            o: arg_mut(o),
-            lse: None,
-            options: *options,
-        };
+        let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse: None, options: *options };
         self.launch(stream, &plan(&problem)?)
     }
 
@@ -139,18 +128,8 @@ impl FlashAttention {
         lse: &mut DeviceSlice<f32>,
         options: &ForwardOptions,
     ) -> Result<()> {
-        let lse = Some(LseArg {
-            address: lse.as_raw_ptr(),
-            len: lse.len(),
-        });
-        let problem = ForwardProblem {
-            q: arg(q),
-            k: arg(k),
-            v: arg(v),
-            o: arg_mut(o),
-            lse,
-            options: *options,
-        };
+        let lse = Some(LseArg { address: lse.as_raw_ptr(), len: lse.len() });
+        let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse, options: *options };
         self.launch(stream, &plan(&problem)?)
     }
 
@@ -191,28 +170,17 @@ impl FlashAttention {
     }
 
     fn function(&self, kernel: &KernelInfo) -> cu::CUfunction {
-        let index = KERNELS
-            .iter()
-            .position(|k| std::ptr::eq(k, kernel))
-            .expect("plans name kernels from KERNELS");
+        let index = KERNELS.iter().position(|k| std::ptr::eq(k, kernel)).expect("plans name kernels from KERNELS");
         self.functions[index]
     }
 }
 
 fn arg(t: &AttnTensor<'_>) -> TensorArg {
-    TensorArg {
-        address: t.data().as_raw_ptr(),
-        len: t.data().len(),
-        layout: t.layout(),
-    }
+    TensorArg { address: t.data().as_raw_ptr(), len: t.data().len(), layout: t.layout() }
 }
 
 fn arg_mut(t: &AttnTensorMut<'_>) -> TensorArg {
-    TensorArg {
-        address: t.data().as_raw_ptr(),
-        len: t.data().len(),
-        layout: t.layout(),
-    }
+    TensorArg { address: t.data().as_raw_ptr(), len: t.data().len(), layout: t.layout() }
 }
 
 /// Raw device address of a slice.

@@ -34,9 +34,7 @@ pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
 /// The kernel for a head dimension and causality. One configuration per (head dim, causal) for
 /// now; its shared memory (at most 80 KiB) fits every device from sm_80 on.
 pub fn select(head_dim: usize, causal: bool) -> Option<&'static KernelInfo> {
-    KERNELS
-        .iter()
-        .find(|k| k.tile.head_dim == head_dim && k.causal == causal)
+    KERNELS.iter().find(|k| k.tile.head_dim == head_dim && k.causal == causal)
 }
 
 /// Checks that a device of compute capability `major.minor`, granting `smem_per_block` bytes of
@@ -45,15 +43,8 @@ pub fn check_device(major: i32, minor: i32, smem_per_block: usize) -> Result<()>
     if major < 8 {
         return Err(Error::UnsupportedDevice { major, minor });
     }
-    match KERNELS
-        .iter()
-        .find(|k| k.tile.smem_bytes() > smem_per_block)
-    {
-        Some(k) => Err(Error::SharedMemory {
-            kernel: k.name,
-            needed: k.tile.smem_bytes(),
-            available: smem_per_block,
-        }),
+    match KERNELS.iter().find(|k| k.tile.smem_bytes() > smem_per_block) {
+        Some(k) => Err(Error::SharedMemory { kernel: k.name, needed: k.tile.smem_bytes(), available: smem_per_block }),
         None => Ok(()),
     }
 }

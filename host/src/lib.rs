@@ -10,7 +10,7 @@
 //! length, any batch and head count, any strides with a contiguous head dimension.
 //!
 //! Start with [`FlashAttention`]; [`plan::plan`] validates a call without a GPU, and
-//! [`reference`] computes the same function on the CPU.
+//! [`mod@reference`] computes the same function on the CPU.
 //!
 //! Requirements: an NVIDIA GPU of compute capability 8.0 or newer (Ampere, Ada, Hopper) and its
 //! driver. Building needs `rustup` (the kernels build with the nightly toolchain pinned in
@@ -47,3 +47,8 @@ pub fn forward_flops(layout_q: &TensorLayout, seq_k: usize, causal: bool) -> f64
         flops
     }
 }
+
+/// The README's example compiles (rustdoc runs its code blocks as doctests).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -16,10 +16,7 @@ pub struct ForwardOptions {
 impl ForwardOptions {
     /// Non-causal attention with scale `1 / sqrt(head_dim)`.
     pub const fn new() -> Self {
-        Self {
-            causal: false,
-            softmax_scale: None,
-        }
+        Self { causal: false, softmax_scale: None }
     }
 
     /// Causal masking: query row `i` attends to keys `0..=i` (top-left aligned; needs as many
@@ -42,7 +39,6 @@ impl ForwardOptions {
 
     /// The softmax scale for a given head dimension.
     pub fn scale_for(&self, head_dim: usize) -> f32 {
-        self.softmax_scale
-            .unwrap_or_else(|| 1.0 / (head_dim as f32).sqrt())
+        self.softmax_scale.unwrap_or_else(|| 1.0 / (head_dim as f32).sqrt())
     }
 }

@@ -72,20 +72,8 @@ pub struct LaunchPlan {
 
 /// Checks every argument of `problem` and returns the launch it maps to, or the first error.
 pub fn plan(problem: &ForwardProblem) -> Result<LaunchPlan> {
-    let ForwardProblem {
-        q,
-        k,
-        v,
-        o,
-        lse,
-        options,
-    } = *problem;
-    let tensors = [
-        (Operand::Q, q),
-        (Operand::K, k),
-        (Operand::V, v),
-        (Operand::O, o),
-    ];
+    let ForwardProblem { q, k, v, o, lse, options } = *problem;
+    let tensors = [(Operand::Q, q), (Operand::K, k), (Operand::V, v), (Operand::O, o)];
 
     check_shapes(&q.layout, &k.layout, &v.layout, &options)?;
     check_dims(Operand::O, &o.layout)?;
@@ -94,18 +82,10 @@ pub fn plan(problem: &ForwardProblem) -> Result<LaunchPlan> {
     check_shape(Operand::O, &o.layout, [batch, heads, seq_q, head_dim])?;
     let scale = options.scale_for(head_dim);
     if batch as u64 > MAX_BATCH {
-        return Err(Error::TooLarge {
-            operand: Operand::Q,
-            what: "batch",
-            limit: MAX_BATCH,
-        });
+        return Err(Error::TooLarge { operand: Operand::Q, what: "batch", limit: MAX_BATCH });
     }
     if heads as u64 > MAX_HEADS {
-        return Err(Error::TooLarge {
-            operand: Operand::Q,
-            what: "heads",
-            limit: MAX_HEADS,
-        });
+        return Err(Error::TooLarge { operand: Operand::Q, what: "heads", limit: MAX_HEADS });
     }
 
     let mut ranges = [(Operand::Q, 0u64, 0u64); 4];
@@ -117,26 +97,15 @@ pub fn plan(problem: &ForwardProblem) -> Result<LaunchPlan> {
             limit: usize::MAX as u64,
         })?;
         if required > t.len {
-            return Err(Error::BufferTooSmall {
-                operand,
-                required,
-                len: t.len,
-            });
+            return Err(Error::BufferTooSmall { operand, required, len: t.len });
         }
         check_head_span(operand, &t.layout)?;
-        ranges[i] = (
-            operand,
-            t.address,
-            byte_len(required as u64, F16_BYTES, operand)?,
-        );
+        ranges[i] = (operand, t.address, byte_len(required as u64, F16_BYTES, operand)?);
     }
     let (_, o_start, o_bytes) = ranges[3];
     for &(input, start, bytes) in &ranges[..3] {
         if overlaps((o_start, o_bytes), (start, bytes)) {
-            return Err(Error::Aliasing {
-                output: Operand::O,
-                input,
-            });
+            return Err(Error::Aliasing { output: Operand::O, input });
         }
     }
 
@@ -150,35 +119,25 @@ pub fn plan(problem: &ForwardProblem) -> Result<LaunchPlan> {
                     alignment: F32_BYTES,
                 });
             }
-            let required = (batch as u64 * heads as u64)
-                .checked_mul(seq_q as u64)
-                .ok_or(Error::TooLarge {
-                    operand: Operand::Lse,
-                    what: "the element count",
-                    limit: u64::MAX,
-                })?;
+            let required = (batch as u64 * heads as u64).checked_mul(seq_q as u64).ok_or(Error::TooLarge {
+                operand: Operand::Lse,
+                what: "the element count",
+                limit: u64::MAX,
+            })?;
             if required > lse.len as u64 {
-                return Err(Error::BufferTooSmall {
-                    operand: Operand::Lse,
-                    required: required as usize,
-                    len: lse.len,
-                });
+                return Err(Error::BufferTooSmall { operand: Operand::Lse, required: required as usize, len: lse.len });
             }
             let lse_range = (lse.address, byte_len(required, F32_BYTES, Operand::Lse)?);
             for (input, start, bytes) in ranges {
                 if overlaps(lse_range, (start, bytes)) {
-                    return Err(Error::Aliasing {
-                        output: Operand::Lse,
-                        input,
-                    });
+                    return Err(Error::Aliasing { output: Operand::Lse, input });
                 }
             }
             lse.address
         }
     };
 
-    let kernel = kernels::select(head_dim, options.is_causal())
-        .ok_or(Error::UnsupportedHeadDim(head_dim))?;
+    let kernel = kernels::select(head_dim, options.is_causal()).ok_or(Error::UnsupportedHeadDim(head_dim))?;
     let q_blocks = seq_q.div_ceil(kernel.tile.q_tile_rows);
     Ok(LaunchPlan {
         kernel,
@@ -207,12 +166,7 @@ pub fn plan(problem: &ForwardProblem) -> Result<LaunchPlan> {
 /// Checks the inputs' shapes against each other and the options: no zero dimension, contiguous
 /// head dimensions, a supported head dimension, K and V matching Q, causal lengths, a finite
 /// scale.
-pub fn check_shapes(
-    q: &TensorLayout,
-    k: &TensorLayout,
-    v: &TensorLayout,
-    options: &ForwardOptions,
-) -> Result<()> {
+pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, options: &ForwardOptions) -> Result<()> {
     for (operand, layout) in [(Operand::Q, q), (Operand::K, k), (Operand::V, v)] {
         check_dims(operand, layout)?;
     }
@@ -237,16 +191,10 @@ const DIMS: [Dim; 4] = [Dim::Batch, Dim::Heads, Dim::SeqLen, Dim::HeadDim];
 
 fn check_dims(operand: Operand, layout: &TensorLayout) -> Result<()> {
     if let Some(i) = layout.shape.iter().position(|&n| n == 0) {
-        return Err(Error::ZeroDim {
-            operand,
-            dim: DIMS[i],
-        });
+        return Err(Error::ZeroDim { operand, dim: DIMS[i] });
     }
     if layout.strides[3] != 1 {
-        return Err(Error::HeadDimNotContiguous {
-            operand,
-            stride: layout.strides[3],
-        });
+        return Err(Error::HeadDimNotContiguous { operand, stride: layout.strides[3] });
     }
     Ok(())
 }
@@ -254,12 +202,7 @@ fn check_dims(operand: Operand, layout: &TensorLayout) -> Result<()> {
 fn check_shape(operand: Operand, layout: &TensorLayout, expected: [usize; 4]) -> Result<()> {
     for ((dim, &actual), expected) in DIMS.into_iter().zip(&layout.shape).zip(expected) {
         if actual != expected {
-            return Err(Error::ShapeMismatch {
-                operand,
-                dim,
-                expected,
-                actual,
-            });
+            return Err(Error::ShapeMismatch { operand, dim, expected, actual });
         }
     }
     Ok(())
@@ -268,20 +211,13 @@ fn check_shape(operand: Operand, layout: &TensorLayout, expected: [usize; 4]) ->
 /// Base address and every stride that is used (dimension larger than 1) must be 16-byte aligned.
 fn check_alignment(operand: Operand, t: &TensorArg) -> Result<()> {
     if t.address % CHUNK_BYTES != 0 {
-        return Err(Error::MisalignedPointer {
-            operand,
-            address: t.address,
-            alignment: CHUNK_BYTES,
-        });
+        return Err(Error::MisalignedPointer { operand, address: t.address, alignment: CHUNK_BYTES });
     }
-    for i in 0..3 {
-        let stride = t.layout.strides[i];
-        if t.layout.shape[i] > 1 && stride % (CHUNK_BYTES / F16_BYTES) as usize != 0 {
-            return Err(Error::MisalignedStride {
-                operand,
-                dim: DIMS[i],
-                stride,
-            });
+    // The head dimension's stride is 1 (checked earlier); the other three must be aligned.
+    let outer = DIMS.into_iter().zip(t.layout.shape).zip(t.layout.strides).take(3);
+    for ((dim, size), stride) in outer {
+        if size > 1 && stride % (CHUNK_BYTES / F16_BYTES) as usize != 0 {
+            return Err(Error::MisalignedStride { operand, dim, stride });
         }
     }
     Ok(())
@@ -294,20 +230,12 @@ fn check_head_span(operand: Operand, layout: &TensorLayout) -> Result<()> {
         .and_then(|rows| rows.checked_add(layout.head_dim() as u64));
     match span {
         Some(span) if span <= MAX_HEAD_SPAN => Ok(()),
-        _ => Err(Error::TooLarge {
-            operand,
-            what: "the element span of one head",
-            limit: MAX_HEAD_SPAN,
-        }),
+        _ => Err(Error::TooLarge { operand, what: "the element span of one head", limit: MAX_HEAD_SPAN }),
     }
 }
 
 fn byte_len(elements: u64, element_bytes: u64, operand: Operand) -> Result<u64> {
-    elements.checked_mul(element_bytes).ok_or(Error::TooLarge {
-        operand,
-        what: "the byte size",
-        limit: u64::MAX,
-    })
+    elements.checked_mul(element_bytes).ok_or(Error::TooLarge { operand, what: "the byte size", limit: u64::MAX })
 }
 
 /// Whether the byte ranges `[start, start + len)` intersect (empty ranges never do).
@@ -316,9 +244,5 @@ fn overlaps((a, a_len): (u64, u64), (b, b_len): (u64, u64)) -> bool {
 }
 
 fn strides(layout: &TensorLayout) -> Strides {
-    Strides {
-        batch: layout.strides[0] as u64,
-        head: layout.strides[1] as u64,
-        row: layout.strides[2] as u64,
-    }
+    Strides { batch: layout.strides[0] as u64, head: layout.strides[1] as u64, row: layout.strides[2] as u64 }
 }

@@ -56,14 +56,7 @@ pub fn attention_f32<T: Copy + Into<f64>>(
 }
 
 /// The arithmetic the reference needs, for f32 and f64.
-trait Real:
-    Copy
-    + PartialOrd
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-{
+trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> {
     const ZERO: Self;
     const NEG_INFINITY: Self;
     fn of(x: f64) -> Self;
@@ -109,11 +102,7 @@ fn attention<T: Copy + Into<f64>, F: Real>(
     for (operand, t) in [(Operand::Q, &q), (Operand::K, &k), (Operand::V, &v)] {
         let required = t.layout.required_len().unwrap_or(usize::MAX);
         if required > t.data.len() {
-            return Err(Error::BufferTooSmall {
-                operand,
-                required,
-                len: t.data.len(),
-            });
+            return Err(Error::BufferTooSmall { operand, required, len: t.data.len() });
         }
     }
     let [batch, heads, seq_q, head_dim] = q.layout.shape;
@@ -127,11 +116,7 @@ fn attention<T: Copy + Into<f64>, F: Real>(
     for b in 0..batch {
         for h in 0..heads {
             for i in 0..seq_q {
-                let visible = if options.is_causal() {
-                    (i + 1).min(seq_k)
-                } else {
-                    seq_k
-                };
+                let visible = if options.is_causal() { (i + 1).min(seq_k) } else { seq_k };
                 let mut max = F::NEG_INFINITY;
                 for (j, score) in scores.iter_mut().enumerate().take(visible) {
                     let mut dot = F::ZERO;

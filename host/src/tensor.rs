@@ -24,19 +24,13 @@ impl TensorLayout {
 
     /// A contiguous `[batch, heads, seq_len, head_dim]` tensor.
     pub const fn bhsd(batch: usize, heads: usize, seq_len: usize, head_dim: usize) -> Self {
-        Self::new(
-            [batch, heads, seq_len, head_dim],
-            [heads * seq_len * head_dim, seq_len * head_dim, head_dim, 1],
-        )
+        Self::new([batch, heads, seq_len, head_dim], [heads * seq_len * head_dim, seq_len * head_dim, head_dim, 1])
     }
 
     /// A contiguous `[batch, seq_len, heads, head_dim]` tensor (the layout of
     /// `flash_attn_func`'s inputs).
     pub const fn bshd(batch: usize, seq_len: usize, heads: usize, head_dim: usize) -> Self {
-        Self::new(
-            [batch, heads, seq_len, head_dim],
-            [seq_len * heads * head_dim, head_dim, heads * head_dim, 1],
-        )
+        Self::new([batch, heads, seq_len, head_dim], [seq_len * heads * head_dim, head_dim, heads * head_dim, 1])
     }
 
     /// Batch size.

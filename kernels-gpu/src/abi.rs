@@ -96,23 +96,12 @@ impl TileConfig {
 }
 
 /// Head dimension 64: 4 warps x 16 query rows, 64 keys per step, 2 stages (40 KiB of shared memory).
-pub const HEAD_DIM_64: TileConfig = TileConfig {
-    head_dim: 64,
-    q_tile_rows: 64,
-    kv_tile_rows: 64,
-    warps: 4,
-    stages: 2,
-};
+pub const HEAD_DIM_64: TileConfig = TileConfig { head_dim: 64, q_tile_rows: 64, kv_tile_rows: 64, warps: 4, stages: 2 };
 
 /// Head dimension 128: 4 warps x 16 query rows, 64 keys per step, 2 stages (80 KiB of shared
 /// memory, inside sm_89's 99 KiB per block).
-pub const HEAD_DIM_128: TileConfig = TileConfig {
-    head_dim: 128,
-    q_tile_rows: 64,
-    kv_tile_rows: 64,
-    warps: 4,
-    stages: 2,
-};
+pub const HEAD_DIM_128: TileConfig =
+    TileConfig { head_dim: 128, q_tile_rows: 64, kv_tile_rows: 64, warps: 4, stages: 2 };
 
 /// Calls `$callback! { (entry_name, TILE_CONFIG, causal), ... }` with every kernel entry point.
 /// The kernel crate stamps out the entry points from it and the host builds its table from it,

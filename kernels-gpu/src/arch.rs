@@ -101,6 +101,7 @@ pub struct Chunk(pub [u32; 4]);
 /// Address of the start of the CTA's dynamic shared memory in the `.shared` window (the form
 /// `ldmatrix`, `cp.async` and `ld/st.shared` take).
 #[inline(always)]
+#[allow(clippy::pointers_in_nomem_asm_block)] // address arithmetic only: nothing is dereferenced
 pub fn dynamic_smem_base() -> u32 {
     let generic = core::intrinsics::gpu::gpu_launch_sized_workgroup_mem::<Chunk>();
     let r: u32;

@@ -84,7 +84,9 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let smem = arch::dynamic_smem_base();
     let q_tile = SharedTile::new(smem, tile.q_tile_rows, tile.head_dim);
     let kv_bytes = tile.tile_bytes(tile.kv_tile_rows) as u32;
-    let k_tile = |stage: usize| SharedTile::new(smem + q_tile.bytes() + stage as u32 * kv_bytes, tile.kv_tile_rows, tile.head_dim);
+    let k_tile = |stage: usize| {
+        SharedTile::new(smem + q_tile.bytes() + stage as u32 * kv_bytes, tile.kv_tile_rows, tile.head_dim)
+    };
     let v_tile = |stage: usize| {
         SharedTile::new(smem + q_tile.bytes() + (stages + stage) as u32 * kv_bytes, tile.kv_tile_rows, tile.head_dim)
     };
@@ -94,8 +96,20 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
         let valid = p.seq_k - row0;
         // SAFETY: row0 < seq_k; rows past seq_k are zero-filled, not read.
         unsafe {
-            k_tile(stage).load_async(k_ptr.add((row0 * k_row_stride) as usize), k_row_stride, valid, thread, tile.threads());
-            v_tile(stage).load_async(v_ptr.add((row0 * v_row_stride) as usize), v_row_stride, valid, thread, tile.threads());
+            k_tile(stage).load_async(
+                k_ptr.add((row0 * k_row_stride) as usize),
+                k_row_stride,
+                valid,
+                thread,
+                tile.threads(),
+            );
+            v_tile(stage).load_async(
+                v_ptr.add((row0 * v_row_stride) as usize),
+                v_row_stride,
+                valid,
+                thread,
+                tile.threads(),
+            );
         }
     };
 
@@ -220,6 +234,8 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
         // Every valid row sees at least one key, so sum > 0; the guard keeps padding rows finite.
         inverse[r] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     }
+    // The staging rows were last read by this warp's ldmatrix of Q (other lanes' addresses).
+    arch::sync_warp();
     for d_tile in 0..C::Output::LEN {
         let mut frag = out[d_tile];
         for i in 0..4 {

@@ -42,10 +42,7 @@ pub const fn mma_c_coords(lane: usize, i: usize) -> (usize, usize) {
 #[inline(always)]
 pub const fn mma_a_coords(lane: usize, i: usize) -> (usize, usize) {
     let reg = i / 2;
-    (
-        lane / 4 + 8 * (reg % 2),
-        2 * (lane % 4) + i % 2 + 8 * (reg / 2),
-    )
+    (lane / 4 + 8 * (reg % 2), 2 * (lane % 4) + i % 2 + 8 * (reg / 2))
 }
 
 /// (k, n) of f16 element `i` (0..4; register `i / 2`, low half first) held by `lane` in a k16n8
@@ -60,12 +57,7 @@ pub const fn mma_b_coords(lane: usize, i: usize) -> (usize, usize) {
 /// destination register `reg` of `lane` receives from `ldmatrix` (`.trans` when `transposed`).
 /// Matrix `m` is read from the row addresses given by lanes `8m..8m+8`.
 #[inline(always)]
-pub const fn ldmatrix_dest(
-    lane: usize,
-    reg: usize,
-    i: usize,
-    transposed: bool,
-) -> (usize, usize, usize) {
+pub const fn ldmatrix_dest(lane: usize, reg: usize, i: usize, transposed: bool) -> (usize, usize, usize) {
     if transposed {
         (reg, 2 * (lane % 4) + i, lane / 4)
     } else {

@@ -10,8 +10,18 @@
 //! - the `extern "ptx-kernel"` entry points below, one per configuration in [`abi`], stamped out by
 //!   a macro.
 #![no_std]
-#![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch, core_intrinsics, gpu_intrinsics, gpu_launch_sized_workgroup_mem)]
+#![feature(
+    abi_ptx,
+    stdarch_nvptx,
+    asm_experimental_arch,
+    core_intrinsics,
+    gpu_intrinsics,
+    gpu_launch_sized_workgroup_mem
+)]
 #![allow(internal_features)]
+// Register tiles are fixed-size arrays indexed by loop counters that unroll to constants; the
+// index form mirrors the fragment layout tables, so keep it.
+#![allow(clippy::needless_range_loop)]
 
 #[macro_use]
 pub mod abi;

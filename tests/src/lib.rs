@@ -23,9 +23,7 @@ pub fn rng(test: &str) -> StdRng {
 
 /// `n` values drawn from N(0, 1), rounded to f16.
 pub fn normal_f16(rng: &mut StdRng, n: usize) -> Vec<f16> {
-    (0..n)
-        .map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal)))
-        .collect()
+    (0..n).map(|_| f16::from_f32(rng.sample::<f32, _>(StandardNormal))).collect()
 }
 
 /// A logical `[batch, heads, seq, dim]` tensor of random values, stored through `layout`
@@ -79,15 +77,11 @@ impl Gpu {
     /// Sets up device 0. Panics (failing the test) when there is no usable GPU: GPU tests are
     /// `#[ignore]`d, so they only run when asked to.
     pub fn new() -> Self {
-        let context = cust::quick_init()
-            .expect("GPU tests need a CUDA device (they are #[ignore]d on CPU-only machines)");
+        let context =
+            cust::quick_init().expect("GPU tests need a CUDA device (they are #[ignore]d on CPU-only machines)");
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("stream");
         let flash = FlashAttention::new().expect("loading the FlashCore kernels");
-        Self {
-            flash,
-            stream,
-            _context: context,
-        }
+        Self { flash, stream, _context: context }
     }
 }
 
@@ -138,9 +132,5 @@ pub fn deviation(out: &[f16], layout: &TensorLayout, reference: &Reference<f64>)
             }
         }
     }
-    Deviation {
-        max_abs,
-        rel_l2: (err2 / ref2).sqrt(),
-        non_finite,
-    }
+    Deviation { max_abs, rel_l2: (err2 / ref2).sqrt(), non_finite }
 }

@@ -19,21 +19,12 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
     let mut rng = rng(&format!("attention {batch}x{heads}x{seq}x{head_dim}"));
     let shape = [batch, heads, seq, head_dim];
     let n = batch * heads * seq * head_dim;
-    let (q, k, v) = (
-        normal_f16(&mut rng, n),
-        normal_f16(&mut rng, n),
-        normal_f16(&mut rng, n),
-    );
+    let (q, k, v) = (normal_f16(&mut rng, n), normal_f16(&mut rng, n), normal_f16(&mut rng, n));
     let mut failures = Vec::new();
     for causal in [false, true] {
         let options = ForwardOptions::new().causal(causal);
-        let reference = attention_f64(
-            host_bhsd(&q, shape),
-            host_bhsd(&k, shape),
-            host_bhsd(&v, shape),
-            &options,
-        )
-        .expect("reference");
+        let reference = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, shape), host_bhsd(&v, shape), &options)
+            .expect("reference");
         for (name, layout) in layouts(shape) {
             let dq = DeviceBuffer::from_slice(&fill_layout(&q, shape, &layout)).unwrap();
             let dk = DeviceBuffer::from_slice(&fill_layout(&k, shape, &layout)).unwrap();
@@ -43,13 +34,9 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
             let mut d_o = DeviceBuffer::from_slice(&poison).unwrap();
             let mut d_lse = DeviceBuffer::from_slice(&vec![f32::NAN; batch * heads * seq]).unwrap();
 
-            let run = |d_o: &mut DeviceBuffer<f16>,
-                       d_lse: &mut DeviceBuffer<f32>|
-             -> (Vec<f16>, Vec<f32>) {
+            let run = |d_o: &mut DeviceBuffer<f16>, d_lse: &mut DeviceBuffer<f32>| -> (Vec<f16>, Vec<f32>) {
                 d_o.copy_from(&poison).unwrap();
-                d_lse
-                    .copy_from(&vec![f32::NAN; batch * heads * seq])
-                    .unwrap();
+                d_lse.copy_from(&vec![f32::NAN; batch * heads * seq]).unwrap();
                 gpu.flash
                     .forward_with_lse(
                         &gpu.stream,
@@ -72,11 +59,7 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
             let (out2, lse2) = run(&mut d_o, &mut d_lse);
 
             let dev = deviation(&out, &layout, &reference);
-            let lse_err = lse
-                .iter()
-                .zip(&reference.lse)
-                .map(|(&x, &r)| (x as f64 - r).abs())
-                .fold(0f64, f64::max);
+            let lse_err = lse.iter().zip(&reference.lse).map(|(&x, &r)| (x as f64 - r).abs()).fold(0f64, f64::max);
             let lse_ok = lse.iter().all(|x| x.is_finite()) && lse_err <= LSE_TOLERANCE;
             let written: Vec<bool> = {
                 let mut w = vec![false; len];
@@ -91,18 +74,9 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
                 }
                 w
             };
-            let padding_intact = out
-                .iter()
-                .zip(&written)
-                .all(|(x, &w)| w || x.to_bits() == f16::NAN.to_bits());
-            let same_bits = out
-                .iter()
-                .map(|x| x.to_bits())
-                .eq(out2.iter().map(|x| x.to_bits()))
-                && lse
-                    .iter()
-                    .map(|x| x.to_bits())
-                    .eq(lse2.iter().map(|x| x.to_bits()));
+            let padding_intact = out.iter().zip(&written).all(|(x, &w)| w || x.to_bits() == f16::NAN.to_bits());
+            let same_bits = out.iter().map(|x| x.to_bits()).eq(out2.iter().map(|x| x.to_bits()))
+                && lse.iter().map(|x| x.to_bits()).eq(lse2.iter().map(|x| x.to_bits()));
             println!(
                 "  causal={causal:<5} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
                  padding_intact={padding_intact} rerun_identical={same_bits}",
@@ -113,11 +87,7 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "failing cases:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "failing cases:\n{}", failures.join("\n"));
 }
 
 macro_rules! gpu_cases {

@@ -28,11 +28,7 @@ fn q_fragment_from_ldmatrix_is_the_mma_a_fragment() {
         for reg in 0..4 {
             for i in 0..2 {
                 let got = ldmatrix(lane, reg, i, false, ldmatrix_x4_rows16_lane);
-                assert_eq!(
-                    got,
-                    mma_a_coords(lane, 2 * reg + i),
-                    "lane {lane} reg {reg} half {i}"
-                );
+                assert_eq!(got, mma_a_coords(lane, 2 * reg + i), "lane {lane} reg {reg} half {i}");
             }
         }
     }
@@ -46,11 +42,7 @@ fn k_fragments_from_ldmatrix_are_b_fragments_of_k_transposed() {
             for i in 0..2 {
                 let (key, dim) = ldmatrix(lane, reg, i, false, ldmatrix_x4_rows8_lane);
                 let (k, n) = mma_b_coords(lane, 2 * (reg % 2) + i);
-                assert_eq!(
-                    (key, dim),
-                    (n, 16 * (reg / 2) + k),
-                    "lane {lane} reg {reg} half {i}"
-                );
+                assert_eq!((key, dim), (n, 16 * (reg / 2) + k), "lane {lane} reg {reg} half {i}");
             }
         }
     }
@@ -64,11 +56,7 @@ fn v_fragments_from_ldmatrix_trans_are_b_fragments_of_v() {
             for i in 0..2 {
                 let (key, dim) = ldmatrix(lane, reg, i, true, ldmatrix_x4_rows16_lane);
                 let (k, n) = mma_b_coords(lane, 2 * (reg % 2) + i);
-                assert_eq!(
-                    (key, dim),
-                    (k, 8 * (reg / 2) + n),
-                    "lane {lane} reg {reg} half {i}"
-                );
+                assert_eq!((key, dim), (k, 8 * (reg / 2) + n), "lane {lane} reg {reg} half {i}");
             }
         }
     }
@@ -82,11 +70,7 @@ fn score_accumulators_are_the_p_operand() {
             for i in 0..2 {
                 let (tile, e) = p_from_scores(reg, i);
                 let (row, key) = mma_c_coords(lane, e);
-                assert_eq!(
-                    (row, 8 * tile + key),
-                    mma_a_coords(lane, 2 * reg + i),
-                    "lane {lane} reg {reg} half {i}"
-                );
+                assert_eq!((row, 8 * tile + key), mma_a_coords(lane, 2 * reg + i), "lane {lane} reg {reg} half {i}");
             }
         }
     }
@@ -94,17 +78,11 @@ fn score_accumulators_are_the_p_operand() {
 
 #[test]
 fn fragments_cover_their_tiles_exactly_once() {
-    let a: HashSet<_> = (0..32)
-        .flat_map(|l| (0..8).map(move |i| mma_a_coords(l, i)))
-        .collect();
+    let a: HashSet<_> = (0..32).flat_map(|l| (0..8).map(move |i| mma_a_coords(l, i))).collect();
     assert_eq!(a.len(), 16 * 16);
-    let b: HashSet<_> = (0..32)
-        .flat_map(|l| (0..4).map(move |i| mma_b_coords(l, i)))
-        .collect();
+    let b: HashSet<_> = (0..32).flat_map(|l| (0..4).map(move |i| mma_b_coords(l, i))).collect();
     assert_eq!(b.len(), 16 * 8);
-    let c: HashSet<_> = (0..32)
-        .flat_map(|l| (0..4).map(move |i| mma_c_coords(l, i)))
-        .collect();
+    let c: HashSet<_> = (0..32).flat_map(|l| (0..4).map(move |i| mma_c_coords(l, i))).collect();
     assert_eq!(c.len(), 16 * 8);
 }
 
@@ -112,17 +90,14 @@ fn fragments_cover_their_tiles_exactly_once() {
 fn swizzle_is_a_permutation_of_each_row() {
     for chunks_per_row in [8, 16] {
         for row in 0..64 {
-            let chunks: HashSet<_> = (0..chunks_per_row)
-                .map(|c| swizzled_chunk(row, c))
-                .collect();
-            assert_eq!(
-                chunks,
-                (0..chunks_per_row).collect(),
-                "row {row}, {chunks_per_row} chunks"
-            );
+            let chunks: HashSet<_> = (0..chunks_per_row).map(|c| swizzled_chunk(row, c)).collect();
+            assert_eq!(chunks, (0..chunks_per_row).collect(), "row {row}, {chunks_per_row} chunks");
         }
     }
 }
+
+/// Which (row, chunk) a lane addresses in one `ldmatrix.x4`.
+type LaneAddress = fn(usize) -> (usize, usize);
 
 /// 16-byte bank group (0..8) of a byte offset: a 16-byte access per lane is served 8 lanes at a
 /// time, conflict-free when those 8 lanes hit 8 different groups.
@@ -133,10 +108,8 @@ fn bank_group(offset: usize) -> usize {
 #[test]
 fn ldmatrix_phases_are_free_of_bank_conflicts() {
     for chunks_per_row in [8, 16] {
-        let patterns: [(&str, fn(usize) -> (usize, usize), usize); 2] = [
-            ("rows16", ldmatrix_x4_rows16_lane, 2),
-            ("rows8", ldmatrix_x4_rows8_lane, 4),
-        ];
+        let patterns: [(&str, LaneAddress, usize); 2] =
+            [("rows16", ldmatrix_x4_rows16_lane, 2), ("rows8", ldmatrix_x4_rows8_lane, 4)];
         for (name, lane_addr, chunk_span) in patterns {
             for row0 in (0..64).step_by(8) {
                 for chunk0 in (0..chunks_per_row).step_by(chunk_span) {
@@ -147,11 +120,7 @@ fn ldmatrix_phases_are_free_of_bank_conflicts() {
                                 bank_group(swizzled_offset(row0 + r, chunk0 + c, chunks_per_row))
                             })
                             .collect();
-                        assert_eq!(
-                            groups.len(),
-                            8,
-                            "{name} row0 {row0} chunk0 {chunk0} matrix {matrix}"
-                        );
+                        assert_eq!(groups.len(), 8, "{name} row0 {row0} chunk0 {chunk0} matrix {matrix}");
                     }
                 }
             }
@@ -165,13 +134,7 @@ fn cp_async_tile_writes_are_free_of_bank_conflicts() {
     for chunks_per_row in [8, 16] {
         for first in (0..64 * chunks_per_row).step_by(8) {
             let groups: HashSet<_> = (first..first + 8)
-                .map(|idx| {
-                    bank_group(swizzled_offset(
-                        idx / chunks_per_row,
-                        idx % chunks_per_row,
-                        chunks_per_row,
-                    ))
-                })
+                .map(|idx| bank_group(swizzled_offset(idx / chunks_per_row, idx % chunks_per_row, chunks_per_row)))
                 .collect();
             assert_eq!(groups.len(), 8, "chunks {first}..{}", first + 8);
         }

@@ -6,9 +6,7 @@ use flashcore::kernels::{KERNELS, PTX};
 /// The body of entry point `name` (from its `.entry` line to the next entry or the end).
 fn entry_body(name: &str) -> &'static str {
     let header = format!(".entry {name}(");
-    let start = PTX
-        .find(&header)
-        .unwrap_or_else(|| panic!("no entry point {name} in the PTX"));
+    let start = PTX.find(&header).unwrap_or_else(|| panic!("no entry point {name} in the PTX"));
     let rest = &PTX[start + header.len()..];
     let end = rest.find(".entry ").unwrap_or(rest.len());
     &rest[..end]
@@ -16,10 +14,7 @@ fn entry_body(name: &str) -> &'static str {
 
 #[test]
 fn ptx_targets_sm80() {
-    assert!(
-        PTX.lines().any(|l| l.trim() == ".target sm_80"),
-        "PTX must target sm_80 so it runs on sm_80..sm_90"
-    );
+    assert!(PTX.lines().any(|l| l.trim() == ".target sm_80"), "PTX must target sm_80 so it runs on sm_80..sm_90");
 }
 
 #[test]
@@ -37,18 +32,10 @@ fn every_kernel_is_an_entry_point_with_the_expected_instructions() {
             "shfl.sync.bfly.b32",
             "st.global.v4.b32",
         ] {
-            assert!(
-                body.contains(instruction),
-                "{}: no {instruction}",
-                kernel.name
-            );
+            assert!(body.contains(instruction), "{}: no {instruction}", kernel.name);
         }
         // Register tiles must stay in registers: no local-memory traffic.
-        assert!(
-            !body.contains("ld.local") && !body.contains("st.local"),
-            "{}: uses local memory",
-            kernel.name
-        );
+        assert!(!body.contains("ld.local") && !body.contains("st.local"), "{}: uses local memory", kernel.name);
     }
 }
 

@@ -13,10 +13,7 @@ fn tensor(values: &[f64], seq: usize) -> HostTensor<'_, f64> {
 
 /// Row `i` of a `[seq, D]` matrix whose rows are `f(i, d)`.
 fn matrix(seq: usize, f: impl Fn(usize, usize) -> f64) -> Vec<f64> {
-    (0..seq)
-        .flat_map(|i| (0..D).map(move |d| (i, d)))
-        .map(|(i, d)| f(i, d))
-        .collect()
+    (0..seq).flat_map(|i| (0..D).map(move |d| (i, d))).map(|(i, d)| f(i, d)).collect()
 }
 
 #[test]
@@ -39,13 +36,7 @@ fn equal_scores_average_the_values() {
     let q = vec![0.0; seq * D];
     let k = matrix(seq, |i, d| (i * d) as f64);
     let v = matrix(seq, |i, d| (i * 10 + d) as f64);
-    let r = attention_f64(
-        tensor(&q, seq),
-        tensor(&k, seq),
-        tensor(&v, seq),
-        &ForwardOptions::new(),
-    )
-    .unwrap();
+    let r = attention_f64(tensor(&q, seq), tensor(&k, seq), tensor(&v, seq), &ForwardOptions::new()).unwrap();
     for d in 0..D {
         // mean over i of (10 i + d) = 20 + d
         assert_relative_eq!(r.out[d], 20.0 + d as f64, epsilon = 1e-9);
@@ -99,53 +90,27 @@ fn f32_agrees_with_f64_and_layout_does_not_matter() {
     let mut rng = rng("reference f32 vs f64");
     let shape = [2, 3, 37, 64];
     let n = shape.iter().product();
-    let (q, k, v) = (
-        normal_f16(&mut rng, n),
-        normal_f16(&mut rng, n),
-        normal_f16(&mut rng, n),
-    );
+    let (q, k, v) = (normal_f16(&mut rng, n), normal_f16(&mut rng, n), normal_f16(&mut rng, n));
     for causal in [false, true] {
         let options = ForwardOptions::new().causal(causal);
-        let r64 = attention_f64(
-            host_bhsd(&q, shape),
-            host_bhsd(&k, shape),
-            host_bhsd(&v, shape),
-            &options,
-        )
-        .unwrap();
-        let r32 = attention_f32(
-            host_bhsd(&q, shape),
-            host_bhsd(&k, shape),
-            host_bhsd(&v, shape),
-            &options,
-        )
-        .unwrap();
+        let r64 = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, shape), host_bhsd(&v, shape), &options).unwrap();
+        let r32 = attention_f32(host_bhsd(&q, shape), host_bhsd(&k, shape), host_bhsd(&v, shape), &options).unwrap();
         for (a, b) in r64.out.iter().zip(&r32.out) {
             assert!((a - *b as f64).abs() < 1e-5, "{a} vs {b}");
         }
         let bshd = TensorLayout::bshd(2, 37, 3, 64);
-        let (qs, ks, vs) = (
-            fill_layout(&q, shape, &bshd),
-            fill_layout(&k, shape, &bshd),
-            fill_layout(&v, shape, &bshd),
-        );
-        let r = attention_f64(
-            HostTensor::new(&qs, bshd),
-            HostTensor::new(&ks, bshd),
-            HostTensor::new(&vs, bshd),
-            &options,
-        )
-        .unwrap();
+        let (qs, ks, vs) =
+            (fill_layout(&q, shape, &bshd), fill_layout(&k, shape, &bshd), fill_layout(&v, shape, &bshd));
+        let r =
+            attention_f64(HostTensor::new(&qs, bshd), HostTensor::new(&ks, bshd), HostTensor::new(&vs, bshd), &options)
+                .unwrap();
         assert_eq!(r, r64);
     }
 }
 
 #[test]
 fn reference_validates_its_inputs() {
-    let q = vec![0.0f64; 10];
+    let q = [0.0f64; 10];
     let t = HostTensor::new(&q[..], TensorLayout::bhsd(1, 1, 1, 64));
-    assert!(matches!(
-        attention_f64(t, t, t, &ForwardOptions::new()),
-        Err(Error::BufferTooSmall { .. })
-    ));
+    assert!(matches!(attention_f64(t, t, t, &ForwardOptions::new()), Err(Error::BufferTooSmall { .. })));
 }

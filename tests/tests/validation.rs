@@ -11,19 +11,8 @@ const GIB: u64 = 1 << 30;
 fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem {
     let layout = TensorLayout::bhsd(b, h, s, d);
     let len = layout.required_len().unwrap();
-    let arg = |i: u64| TensorArg {
-        address: (i + 1) * 16 * GIB,
-        len,
-        layout,
-    };
-    ForwardProblem {
-        q: arg(0),
-        k: arg(1),
-        v: arg(2),
-        o: arg(3),
-        lse: None,
-        options: ForwardOptions::new(),
-    }
+    let arg = |i: u64| TensorArg { address: (i + 1) * 16 * GIB, len, layout };
+    ForwardProblem { q: arg(0), k: arg(1), v: arg(2), o: arg(3), lse: None, options: ForwardOptions::new() }
 }
 
 fn err(p: &ForwardProblem) -> Error {
@@ -33,26 +22,13 @@ fn err(p: &ForwardProblem) -> Error {
 #[test]
 fn valid_problem_plans_the_expected_launch() {
     let mut p = problem(2, 3, 1000, 64);
-    p.lse = Some(LseArg {
-        address: 80 * GIB,
-        len: 2 * 3 * 1000,
-    });
+    p.lse = Some(LseArg { address: 80 * GIB, len: 2 * 3 * 1000 });
     let plan = plan(&p).unwrap();
     assert_eq!(plan.kernel.name, "attention_fwd_d64");
-    assert_eq!(
-        plan.grid,
-        (
-            1000usize.div_ceil(plan.kernel.tile.q_tile_rows) as u32,
-            3,
-            2
-        )
-    );
+    assert_eq!(plan.grid, (1000usize.div_ceil(plan.kernel.tile.q_tile_rows) as u32, 3, 2));
     assert_eq!(plan.block as usize, plan.kernel.tile.threads());
     assert_eq!(plan.smem_bytes as usize, plan.kernel.tile.smem_bytes());
-    assert_eq!(
-        (plan.params.seq_q, plan.params.seq_k, plan.params.heads),
-        (1000, 1000, 3)
-    );
+    assert_eq!((plan.params.seq_q, plan.params.seq_k, plan.params.heads), (1000, 1000, 3));
     assert_eq!(plan.params.q_strides.row, 64);
     assert_eq!(plan.params.lse, 80 * GIB);
     let expected = (1.0 / 8.0) * std::f32::consts::LOG2_E;
@@ -65,10 +41,7 @@ fn configuration_follows_head_dim_and_causality() {
     p.options = ForwardOptions::new().causal(true);
     assert_eq!(plan(&p).unwrap().kernel.name, "attention_fwd_d128_causal");
     p.options = ForwardOptions::new().causal(true).softmax_scale(0.5);
-    assert_eq!(
-        plan(&p).unwrap().params.scale_log2,
-        0.5 * std::f32::consts::LOG2_E
-    );
+    assert_eq!(plan(&p).unwrap().params.scale_log2, 0.5 * std::f32::consts::LOG2_E);
 }
 
 #[test]
@@ -94,71 +67,33 @@ fn different_key_length_is_fine_without_causal_mask() {
     }
     assert_eq!(plan(&p).unwrap().params.seq_k, 300);
     p.options = ForwardOptions::new().causal(true);
-    assert!(matches!(
-        err(&p),
-        Error::CausalLengthMismatch {
-            seq_q: 100,
-            seq_k: 300
-        }
-    ));
+    assert!(matches!(err(&p), Error::CausalLengthMismatch { seq_q: 100, seq_k: 300 }));
 }
 
 #[test]
 fn shape_mismatches() {
     let mut p = problem(1, 2, 64, 64);
     p.k.layout = TensorLayout::bhsd(1, 3, 64, 64);
-    assert!(matches!(
-        err(&p),
-        Error::ShapeMismatch {
-            operand: Operand::K,
-            dim: Dim::Heads,
-            expected: 2,
-            actual: 3
-        }
-    ));
+    assert!(matches!(err(&p), Error::ShapeMismatch { operand: Operand::K, dim: Dim::Heads, expected: 2, actual: 3 }));
 
     let mut p = problem(1, 2, 64, 64);
     p.v.layout = TensorLayout::bhsd(1, 2, 32, 64);
-    assert!(matches!(
-        err(&p),
-        Error::ShapeMismatch {
-            operand: Operand::V,
-            dim: Dim::SeqLen,
-            ..
-        }
-    ));
+    assert!(matches!(err(&p), Error::ShapeMismatch { operand: Operand::V, dim: Dim::SeqLen, .. }));
 
     let mut p = problem(2, 2, 64, 64);
     p.o.layout = TensorLayout::bhsd(1, 2, 64, 64);
-    assert!(matches!(
-        err(&p),
-        Error::ShapeMismatch {
-            operand: Operand::O,
-            dim: Dim::Batch,
-            ..
-        }
-    ));
+    assert!(matches!(err(&p), Error::ShapeMismatch { operand: Operand::O, dim: Dim::Batch, .. }));
 
     let mut p = problem(1, 2, 64, 64);
     p.k.layout = TensorLayout::bhsd(1, 2, 64, 128);
-    assert!(matches!(
-        err(&p),
-        Error::ShapeMismatch {
-            operand: Operand::K,
-            dim: Dim::HeadDim,
-            ..
-        }
-    ));
+    assert!(matches!(err(&p), Error::ShapeMismatch { operand: Operand::K, dim: Dim::HeadDim, .. }));
 }
 
 #[test]
 fn unsupported_head_dims() {
     for d in [8, 32, 96, 100, 256] {
         let p = problem(1, 1, 16, d);
-        assert!(
-            matches!(err(&p), Error::UnsupportedHeadDim(x) if x == d),
-            "head_dim {d}"
-        );
+        assert!(matches!(err(&p), Error::UnsupportedHeadDim(x) if x == d), "head_dim {d}");
     }
 }
 
@@ -167,51 +102,24 @@ fn head_dim_must_be_contiguous() {
     let mut p = problem(1, 1, 16, 64);
     p.v.layout = TensorLayout::new([1, 1, 16, 64], [64 * 16 * 2, 64 * 16 * 2, 128, 2]);
     p.v.len = p.v.layout.required_len().unwrap();
-    assert!(matches!(
-        err(&p),
-        Error::HeadDimNotContiguous {
-            operand: Operand::V,
-            stride: 2
-        }
-    ));
+    assert!(matches!(err(&p), Error::HeadDimNotContiguous { operand: Operand::V, stride: 2 }));
 }
 
 #[test]
 fn misaligned_pointers_and_strides() {
     let mut p = problem(1, 1, 16, 64);
     p.k.address += 2;
-    assert!(matches!(
-        err(&p),
-        Error::MisalignedPointer {
-            operand: Operand::K,
-            alignment: 16,
-            ..
-        }
-    ));
+    assert!(matches!(err(&p), Error::MisalignedPointer { operand: Operand::K, alignment: 16, .. }));
 
     let mut p = problem(1, 2, 16, 64);
     p.q.layout = TensorLayout::new([1, 2, 16, 64], [2 * 16 * 68, 16 * 68, 68, 1]);
     p.q.len = p.q.layout.required_len().unwrap();
-    assert!(matches!(
-        err(&p),
-        Error::MisalignedStride {
-            operand: Operand::Q,
-            dim: Dim::SeqLen,
-            stride: 68
-        }
-    ));
+    assert!(matches!(err(&p), Error::MisalignedStride { operand: Operand::Q, dim: Dim::SeqLen, stride: 68 }));
 
     let mut p = problem(1, 2, 16, 64);
     p.o.layout = TensorLayout::new([1, 2, 16, 64], [4096, 16 * 64 + 4, 64, 1]);
     p.o.len = p.o.layout.required_len().unwrap();
-    assert!(matches!(
-        err(&p),
-        Error::MisalignedStride {
-            operand: Operand::O,
-            dim: Dim::Heads,
-            ..
-        }
-    ));
+    assert!(matches!(err(&p), Error::MisalignedStride { operand: Operand::O, dim: Dim::Heads, .. }));
 
     // A stride of a dimension of size 1 is never used, so it may be anything.
     let mut p = problem(1, 1, 16, 64);
@@ -219,34 +127,18 @@ fn misaligned_pointers_and_strides() {
     assert!(plan(&p).is_ok());
 
     let mut p = problem(1, 1, 16, 64);
-    p.lse = Some(LseArg {
-        address: 80 * GIB + 2,
-        len: 16,
-    });
-    assert!(matches!(
-        err(&p),
-        Error::MisalignedPointer {
-            operand: Operand::Lse,
-            alignment: 4,
-            ..
-        }
-    ));
+    p.lse = Some(LseArg { address: 80 * GIB + 2, len: 16 });
+    assert!(matches!(err(&p), Error::MisalignedPointer { operand: Operand::Lse, alignment: 4, .. }));
 }
 
 #[test]
 fn zero_dimensions() {
-    for (i, dim) in [Dim::Batch, Dim::Heads, Dim::SeqLen, Dim::HeadDim]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, dim) in [Dim::Batch, Dim::Heads, Dim::SeqLen, Dim::HeadDim].into_iter().enumerate() {
         let mut p = problem(1, 2, 16, 64);
         let mut shape = [1, 2, 16, 64];
         shape[i] = 0;
         p.k.layout = TensorLayout::new(shape, p.k.layout.strides);
-        assert!(
-            matches!(err(&p), Error::ZeroDim { operand: Operand::K, dim: d } if d == dim),
-            "{dim}"
-        );
+        assert!(matches!(err(&p), Error::ZeroDim { operand: Operand::K, dim: d } if d == dim), "{dim}");
     }
 }
 
@@ -254,27 +146,11 @@ fn zero_dimensions() {
 fn buffers_too_small() {
     let mut p = problem(2, 2, 64, 64);
     p.v.len -= 1;
-    assert!(matches!(
-        err(&p),
-        Error::BufferTooSmall {
-            operand: Operand::V,
-            ..
-        }
-    ));
+    assert!(matches!(err(&p), Error::BufferTooSmall { operand: Operand::V, .. }));
 
     let mut p = problem(2, 2, 64, 64);
-    p.lse = Some(LseArg {
-        address: 80 * GIB,
-        len: 2 * 2 * 64 - 1,
-    });
-    assert!(matches!(
-        err(&p),
-        Error::BufferTooSmall {
-            operand: Operand::Lse,
-            required: 256,
-            len: 255
-        }
-    ));
+    p.lse = Some(LseArg { address: 80 * GIB, len: 2 * 2 * 64 - 1 });
+    assert!(matches!(err(&p), Error::BufferTooSmall { operand: Operand::Lse, required: 256, len: 255 }));
 }
 
 #[test]
@@ -283,9 +159,7 @@ fn sizes_past_the_kernels_index_math() {
     let mut p = problem(1, 1, 1 << 16, 64);
     p.q.layout = TensorLayout::new([1, 1, 1 << 16, 64], [0, 0, 1 << 16, 1]);
     p.q.len = usize::MAX;
-    assert!(
-        matches!(err(&p), Error::TooLarge { operand: Operand::Q, limit, .. } if limit == MAX_HEAD_SPAN)
-    );
+    assert!(matches!(err(&p), Error::TooLarge { operand: Operand::Q, limit, .. } if limit == MAX_HEAD_SPAN));
 
     // More heads than the grid's y dimension holds.
     let p = problem(1, 70_000, 1, 64);
@@ -296,50 +170,23 @@ fn sizes_past_the_kernels_index_math() {
     // A layout whose extent overflows usize.
     let mut p = problem(3, 1, 16, 64);
     p.k.layout = TensorLayout::new([3, 1, 16, 64], [usize::MAX / 2 + 1, 0, 64, 1]);
-    assert!(matches!(
-        err(&p),
-        Error::TooLarge {
-            operand: Operand::K,
-            ..
-        }
-    ));
+    assert!(matches!(err(&p), Error::TooLarge { operand: Operand::K, .. }));
 }
 
 #[test]
 fn outputs_must_not_alias_inputs() {
     let mut p = problem(1, 2, 64, 64);
     p.o.address = p.q.address;
-    assert!(matches!(
-        err(&p),
-        Error::Aliasing {
-            output: Operand::O,
-            input: Operand::Q
-        }
-    ));
+    assert!(matches!(err(&p), Error::Aliasing { output: Operand::O, input: Operand::Q }));
 
     // Partial overlap: O starts inside V.
     let mut p = problem(1, 2, 64, 64);
     p.o.address = p.v.address + 1024;
-    assert!(matches!(
-        err(&p),
-        Error::Aliasing {
-            output: Operand::O,
-            input: Operand::V
-        }
-    ));
+    assert!(matches!(err(&p), Error::Aliasing { output: Operand::O, input: Operand::V }));
 
     let mut p = problem(1, 2, 64, 64);
-    p.lse = Some(LseArg {
-        address: p.o.address + 4096,
-        len: 128,
-    });
-    assert!(matches!(
-        err(&p),
-        Error::Aliasing {
-            output: Operand::Lse,
-            input: Operand::O
-        }
-    ));
+    p.lse = Some(LseArg { address: p.o.address + 4096, len: 128 });
+    assert!(matches!(err(&p), Error::Aliasing { output: Operand::Lse, input: Operand::O }));
 
     // Reading K and V from the same memory is fine: only outputs may not overlap.
     let mut p = problem(1, 2, 64, 64);
@@ -358,27 +205,12 @@ fn non_finite_scale() {
 
 #[test]
 fn devices_below_sm80_and_small_shared_memory_are_refused() {
-    assert!(matches!(
-        check_device(7, 5, 64 * 1024),
-        Err(Error::UnsupportedDevice { major: 7, minor: 5 })
-    ));
-    assert!(matches!(
-        check_device(6, 1, 96 * 1024),
-        Err(Error::UnsupportedDevice { .. })
-    ));
-    assert!(matches!(
-        check_device(8, 0, 48 * 1024),
-        Err(Error::SharedMemory {
-            available: 49152,
-            ..
-        })
-    ));
+    assert!(matches!(check_device(7, 5, 64 * 1024), Err(Error::UnsupportedDevice { major: 7, minor: 5 })));
+    assert!(matches!(check_device(6, 1, 96 * 1024), Err(Error::UnsupportedDevice { .. })));
+    assert!(matches!(check_device(8, 0, 48 * 1024), Err(Error::SharedMemory { available: 49152, .. })));
     // sm_89 (L4) grants 99 KiB per block; sm_86 too; sm_80 163 KiB; sm_90 227 KiB.
     for (major, minor, kib) in [(8, 0, 163), (8, 6, 99), (8, 9, 99), (9, 0, 227)] {
-        assert!(
-            check_device(major, minor, kib * 1024).is_ok(),
-            "sm_{major}{minor}"
-        );
+        assert!(check_device(major, minor, kib * 1024).is_ok(), "sm_{major}{minor}");
     }
 }
 
@@ -387,8 +219,5 @@ fn errors_read_well() {
     let mut p = problem(1, 2, 64, 64);
     p.k.layout = TensorLayout::bhsd(1, 3, 64, 64);
     assert_eq!(err(&p).to_string(), "K: heads is 3, expected 2");
-    assert_eq!(
-        err(&problem(1, 1, 16, 96)).to_string(),
-        "head_dim 96 is not supported (supported: [64, 128])"
-    );
+    assert_eq!(err(&problem(1, 1, 16, 96)).to_string(), "head_dim 96 is not supported (supported: [64, 128])");
 }

@@ -7,12 +7,8 @@ use flashcore::timing::median_per_call;
 use flashcore::{kernels, FlashAttention, ForwardOptions};
 use flashcore_benches::{device_name, print_table, Row, Shape, Workload};
 
-const SHAPES: [Shape; 4] = [
-    Shape::new(1, 8, 512, 64),
-    Shape::new(4, 8, 256, 64),
-    Shape::new(1, 8, 512, 128),
-    Shape::new(8, 16, 2048, 64),
-];
+const SHAPES: [Shape; 4] =
+    [Shape::new(1, 8, 512, 64), Shape::new(4, 8, 256, 64), Shape::new(1, 8, 512, 128), Shape::new(8, 16, 2048, 64)];
 
 fn main() {
     let _context = match cust::quick_init() {
@@ -51,11 +47,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 let layout = shape.layout();
                 let t = |x| HostTensor::new(x, layout);
                 let reference = attention_f64(t(&q), t(&k), t(&v), &options)?;
-                let max_err = out
-                    .iter()
-                    .zip(&reference.out)
-                    .map(|(o, r)| (o.to_f64() - r).abs())
-                    .fold(0f64, f64::max);
+                let max_err = out.iter().zip(&reference.out).map(|(o, r)| (o.to_f64() - r).abs()).fold(0f64, f64::max);
                 let ok = max_err <= 2e-3 && out.iter().all(|o| o.is_finite());
                 all_ok &= ok;
                 println!(
@@ -63,16 +55,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     if ok { "ok" } else { "FAIL" }
                 );
             }
-            let micros = median_per_call(&stream, 15, 20, |i| {
-                workload.launch(&flash, &stream, i, &options)
-            })?;
+            let micros = median_per_call(&stream, 15, 20, |i| workload.launch(&flash, &stream, i, &options))?;
             let kernel = kernels::select(shape.head_dim, causal).map_or("?", |k| k.name);
-            rows.push(Row {
-                shape,
-                causal,
-                kernel,
-                micros,
-            });
+            rows.push(Row { shape, causal, kernel, micros });
         }
     }
     print_table(&device_name(), &rows);
