@@ -3,7 +3,8 @@
 
     python3 scripts/compare_sdpa.py BENCH_LOG SDPA_JSON
 
-BENCH_LOG holds the Markdown table the bench prints; SDPA_JSON is sdpa_baseline.json. Prints a
+BENCH_LOG holds the Markdown table the bench prints (only the automatically chosen kernel's row
+of each case is used); SDPA_JSON is sdpa_baseline.json. Prints a
 Markdown table: our µs and TFLOP/s beside SDPA flash and cudnn timed in a CUDA graph, and the
 speed ratios (SDPA time / our time; above 1 means FlashCore is faster).
 """
@@ -18,7 +19,8 @@ def main(bench_log, sdpa_json):
     ours = {}
     for line in open(bench_log):
         m = ROW.match(line.strip())
-        if m:
+        # Rows whose kernel is in parentheses were forced for comparison, not chosen: skip them.
+        if m and not m.group(6).startswith("("):
             shape = tuple(int(x) for x in m.group(1, 2, 3, 4))
             ours[(shape, m.group(5) == "true")] = (float(m.group(7)), float(m.group(8)))
     data = json.load(open(sdpa_json))

@@ -33,21 +33,30 @@ fn main() {
     for (i, shape) in BENCH_SHAPES.into_iter().enumerate() {
         let mut workload = Workload::new(shape, i as u64).expect("allocating inputs");
         for causal in [false, true] {
-            let options = ForwardOptions::new().causal(causal);
-            let kernel = kernels::select(shape.head_dim, causal).expect("bench shapes are supported").name;
+            let auto = ForwardOptions::new().causal(causal);
             let id = format!("{shape} causal={causal}");
             group.throughput(Throughput::Elements(shape.flops(causal) as u64));
             group.bench_function(BenchmarkId::from_parameter(&id), |b| {
                 b.iter_custom(|iters| {
-                    let us =
-                        time_per_call(&stream, 0, iters as usize, |i| workload.launch(&flash, &stream, i, &options))
-                            .expect("timed launches");
+                    let us = time_per_call(&stream, 0, iters as usize, |i| workload.launch(&flash, &stream, i, &auto))
+                        .expect("timed launches");
                     Duration::from_secs_f64(us * 1e-6 * iters as f64)
                 })
             });
-            let micros = median_per_call(&stream, 15, 20, |i| workload.launch(&flash, &stream, i, &options))
-                .expect("timed launches");
-            rows.push(Row { shape, causal, kernel, micros });
+            // The table: the automatic choice first, then every other tile height, forced.
+            let chosen = workload.kernel(&flash, &auto);
+            let others = kernels::KERNELS
+                .iter()
+                .filter(|k| k.tile.head_dim == shape.head_dim && k.causal == causal && k.name != chosen.name);
+            let variants = std::iter::once((auto, true))
+                .chain(others.map(|k| (ForwardOptions::new().causal(causal).q_tile_rows(k.tile.q_tile_rows), false)));
+            for (options, is_auto) in variants {
+                let kernel = workload.kernel(&flash, &options).name;
+                let micros = median_per_call(&stream, 15, 20, |i| workload.launch(&flash, &stream, i, &options))
+                    .expect("timed launches");
+                let kernel = if is_auto { kernel.to_string() } else { format!("({kernel})") };
+                rows.push(Row { shape, causal, kernel, micros });
+            }
         }
     }
     group.finish();

@@ -108,6 +108,21 @@ impl Workload {
         )
     }
 
+    /// The kernel a call with `options` runs on `flash`'s device.
+    pub fn kernel(&self, flash: &FlashAttention, options: &ForwardOptions) -> &'static flashcore::kernels::KernelInfo {
+        let s = self.shape;
+        let forced = options.forced_q_tile_rows();
+        flashcore::kernels::select(
+            s.head_dim,
+            options.is_causal(),
+            s.batch * s.heads,
+            s.seq,
+            flash.multiprocessors(),
+            forced,
+        )
+        .expect("bench configurations exist")
+    }
+
     /// Input set 0 and the output, copied to the host.
     pub fn host_copies(&self) -> flashcore::Result<([Vec<f16>; 3], Vec<f16>)> {
         let copy = |b: &DeviceBuffer<f16>| b.as_host_vec();
@@ -123,8 +138,8 @@ pub struct Row {
     pub shape: Shape,
     /// Causal or not.
     pub causal: bool,
-    /// Kernel entry point that ran.
-    pub kernel: &'static str,
+    /// Kernel entry point that ran (in parentheses when forced rather than chosen).
+    pub kernel: String,
     /// Median microseconds per call.
     pub micros: f64,
 }

@@ -146,6 +146,14 @@ pub enum Error {
         /// Key rows.
         seq_k: usize,
     },
+    /// No kernel has the forced tile configuration.
+    #[error("no kernel with {q_tile_rows} query rows per CTA for head_dim {head_dim}")]
+    UnsupportedTile {
+        /// The forced query rows per CTA.
+        q_tile_rows: usize,
+        /// The head dimension.
+        head_dim: usize,
+    },
     /// The softmax scale is NaN or infinite.
     #[error("the softmax scale {0} is not finite")]
     InvalidScale(f32),

@@ -53,6 +53,7 @@ pub struct FlashAttention {
     _module: Module,
     functions: Vec<cu::CUfunction>,
     compute_capability: (i32, i32),
+    multiprocessors: usize,
 }
 
 impl FlashAttention {
@@ -74,6 +75,7 @@ impl FlashAttention {
             )
         })?;
         check_device(major, minor, smem_optin as usize)?;
+        let multiprocessors = device.get_attribute(DeviceAttribute::MultiprocessorCount)? as usize;
         let module = Module::from_ptx(PTX, &[])?;
         let mut functions = Vec::with_capacity(KERNELS.len());
         for kernel in KERNELS {
@@ -89,12 +91,17 @@ impl FlashAttention {
             })?;
             functions.push(function);
         }
-        Ok(Self { _module: module, functions, compute_capability: (major, minor) })
+        Ok(Self { _module: module, functions, compute_capability: (major, minor), multiprocessors })
     }
 
     /// The compute capability (major, minor) of the device the kernels were loaded for.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
+    }
+
+    /// The number of multiprocessors (SMs) of the device.
+    pub fn multiprocessors(&self) -> usize {
+        self.multiprocessors
     }
 
     /// Enqueues `o = softmax(q·kᵀ·scale [+ causal mask])·v` on `stream`.
@@ -111,7 +118,7 @@ impl FlashAttention {
         options: &ForwardOptions,
     ) -> Result<()> {
         let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse: None, options: *options };
-        self.launch(stream, &plan(&problem)?)
+        self.launch(stream, &plan(&problem, self.multiprocessors)?)
     }
 
     /// As [`forward`](Self::forward), and also writes the f32 logsumexp of each query row
@@ -130,7 +137,7 @@ impl FlashAttention {
     ) -> Result<()> {
         let lse = Some(LseArg { address: lse.as_raw_ptr(), len: lse.len() });
         let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse, options: *options };
-        self.launch(stream, &plan(&problem)?)
+        self.launch(stream, &plan(&problem, self.multiprocessors)?)
     }
 
     /// Enqueues a forward call described by raw device addresses.
@@ -141,7 +148,7 @@ impl FlashAttention {
     /// anything else, until the kernel has finished. (Shapes, strides, alignment and overlap are
     /// still checked.)
     pub unsafe fn forward_raw(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
-        self.launch(stream, &plan(problem)?)
+        self.launch(stream, &plan(problem, self.multiprocessors)?)
     }
 
     fn launch(&self, stream: &Stream, plan: &LaunchPlan) -> Result<()> {

@@ -1,6 +1,6 @@
 //! The kernel entry points in the embedded PTX and how one is chosen.
 
-use crate::abi::{TileConfig, HEAD_DIM_128, HEAD_DIM_64};
+use crate::abi::*;
 use crate::error::{Error, Result};
 
 /// The PTX of all kernels, built from `kernels-gpu` by `build.rs` (target `sm_80`, so it runs on
@@ -31,10 +31,28 @@ for_each_kernel!(kernel_table);
 /// Head dimensions with a kernel.
 pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// The kernel for a head dimension and causality. One configuration per (head dim, causal) for
-/// now; its shared memory (at most 80 KiB) fits every device from sm_80 on.
-pub fn select(head_dim: usize, causal: bool) -> Option<&'static KernelInfo> {
-    KERNELS.iter().find(|k| k.tile.head_dim == head_dim && k.causal == causal)
+/// The kernel for a problem: its head dimension and causality, and the tile height.
+///
+/// With `q_tile_rows` given, exactly that configuration (or `None`). Otherwise the tallest Q
+/// tile that still gives at least one CTA per multiprocessor (`batch_heads · ⌈seq_q / rows⌉ ≥
+/// multiprocessors`): tall tiles halve shared-memory traffic per FLOP, short ones fill the GPU
+/// when there is little work; with too little work for any, the shortest.
+pub fn select(
+    head_dim: usize,
+    causal: bool,
+    batch_heads: usize,
+    seq_q: usize,
+    multiprocessors: usize,
+    q_tile_rows: Option<usize>,
+) -> Option<&'static KernelInfo> {
+    let mut candidates: Vec<&'static KernelInfo> =
+        KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.causal == causal).collect();
+    candidates.sort_by_key(|k| k.tile.q_tile_rows);
+    if let Some(rows) = q_tile_rows {
+        return candidates.into_iter().find(|k| k.tile.q_tile_rows == rows);
+    }
+    let fills = |k: &KernelInfo| batch_heads.saturating_mul(seq_q.div_ceil(k.tile.q_tile_rows)) >= multiprocessors;
+    candidates.iter().rev().find(|k| fills(k)).or(candidates.first()).copied()
 }
 
 /// Checks that a device of compute capability `major.minor`, granting `smem_per_block` bytes of

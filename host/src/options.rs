@@ -11,12 +11,13 @@
 pub struct ForwardOptions {
     causal: bool,
     softmax_scale: Option<f32>,
+    q_tile_rows: Option<usize>,
 }
 
 impl ForwardOptions {
     /// Non-causal attention with scale `1 / sqrt(head_dim)`.
     pub const fn new() -> Self {
-        Self { causal: false, softmax_scale: None }
+        Self { causal: false, softmax_scale: None, q_tile_rows: None }
     }
 
     /// Causal masking: query row `i` attends to keys `0..=i` (top-left aligned; needs as many
@@ -30,6 +31,18 @@ impl ForwardOptions {
     pub const fn softmax_scale(mut self, scale: f32) -> Self {
         self.softmax_scale = Some(scale);
         self
+    }
+
+    /// Forces the kernel configuration with this many query rows per CTA (64 or 128) instead of
+    /// the automatic choice; for benchmarking and tuning. Other values are an error at launch.
+    pub const fn q_tile_rows(mut self, rows: usize) -> Self {
+        self.q_tile_rows = Some(rows);
+        self
+    }
+
+    /// The forced query rows per CTA, if any.
+    pub const fn forced_q_tile_rows(&self) -> Option<usize> {
+        self.q_tile_rows
     }
 
     /// Whether causal masking is on.

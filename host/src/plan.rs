@@ -70,8 +70,10 @@ pub struct LaunchPlan {
     pub params: AttentionParams,
 }
 
-/// Checks every argument of `problem` and returns the launch it maps to, or the first error.
-pub fn plan(problem: &ForwardProblem) -> Result<LaunchPlan> {
+/// Checks every argument of `problem` and returns the launch it maps to on a device with
+/// `multiprocessors` SMs (which steers the tile choice, see [`kernels::select`]), or the first
+/// error.
+pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPlan> {
     let ForwardProblem { q, k, v, o, lse, options } = *problem;
     let tensors = [(Operand::Q, q), (Operand::K, k), (Operand::V, v), (Operand::O, o)];
 
@@ -137,7 +139,9 @@ pub fn plan(problem: &ForwardProblem) -> Result<LaunchPlan> {
         }
     };
 
-    let kernel = kernels::select(head_dim, options.is_causal()).ok_or(Error::UnsupportedHeadDim(head_dim))?;
+    let forced = options.forced_q_tile_rows();
+    let kernel = kernels::select(head_dim, options.is_causal(), batch * heads, seq_q, multiprocessors, forced)
+        .ok_or(Error::UnsupportedTile { q_tile_rows: forced.unwrap_or(0), head_dim })?;
     let q_blocks = seq_q.div_ceil(kernel.tile.q_tile_rows);
     Ok(LaunchPlan {
         kernel,

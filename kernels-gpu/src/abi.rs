@@ -54,8 +54,14 @@ pub struct AttentionParams {
 pub struct TileConfig {
     /// Head dimension D (elements per row of Q, K, V and O).
     pub head_dim: usize,
-    /// Query rows handled by one CTA: 16 per warp.
+    /// Query rows handled by one CTA: `16 * m_tiles` per warp.
     pub q_tile_rows: usize,
+    /// 16-row mma tiles per warp. With 2, every K/V fragment read from shared memory feeds two
+    /// mma instead of one.
+    pub m_tiles: usize,
+    /// Keep this warp's Q fragments in registers for the whole kernel (else re-read them from
+    /// shared memory for each K tile, which frees registers for large head dims).
+    pub q_in_registers: bool,
     /// Key/value rows loaded per main-loop step.
     pub kv_tile_rows: usize,
     /// Warps per CTA.
@@ -86,7 +92,9 @@ impl TileConfig {
     /// Whether the parameters are internally consistent (checked at compile time in the kernels
     /// and by a host test).
     pub const fn is_consistent(&self) -> bool {
-        self.q_tile_rows == 16 * self.warps
+        self.q_tile_rows == 16 * self.m_tiles * self.warps
+            && self.m_tiles >= 1
+            && self.m_tiles <= 4
             && self.kv_tile_rows % 16 == 0
             && self.head_dim % 32 == 0
             && self.head_dim >= 64
@@ -95,13 +103,53 @@ impl TileConfig {
     }
 }
 
-/// Head dimension 64: 4 warps x 16 query rows, 64 keys per step, 2 stages (40 KiB of shared memory).
-pub const HEAD_DIM_64: TileConfig = TileConfig { head_dim: 64, q_tile_rows: 64, kv_tile_rows: 64, warps: 4, stages: 2 };
+/// Head dimension 64, small problems: 4 warps x 16 query rows (64-row Q tiles, twice as many
+/// CTAs), 64 keys per step, 2 stages (40 KiB of shared memory).
+pub const HEAD_DIM_64_Q64: TileConfig = TileConfig {
+    head_dim: 64,
+    q_tile_rows: 64,
+    m_tiles: 1,
+    q_in_registers: true,
+    kv_tile_rows: 64,
+    warps: 4,
+    stages: 2,
+};
 
-/// Head dimension 128: 4 warps x 16 query rows, 64 keys per step, 2 stages (80 KiB of shared
-/// memory, inside sm_89's 99 KiB per block).
-pub const HEAD_DIM_128: TileConfig =
-    TileConfig { head_dim: 128, q_tile_rows: 64, kv_tile_rows: 64, warps: 4, stages: 2 };
+/// Head dimension 64, large problems: 4 warps x 32 query rows, 64 keys per step, 2 stages
+/// (48 KiB of shared memory).
+pub const HEAD_DIM_64_Q128: TileConfig = TileConfig {
+    head_dim: 64,
+    q_tile_rows: 128,
+    m_tiles: 2,
+    q_in_registers: false,
+    kv_tile_rows: 64,
+    warps: 4,
+    stages: 2,
+};
+
+/// Head dimension 128, small problems: 4 warps x 16 query rows, 64 keys per step, 2 stages
+/// (80 KiB of shared memory).
+pub const HEAD_DIM_128_Q64: TileConfig = TileConfig {
+    head_dim: 128,
+    q_tile_rows: 64,
+    m_tiles: 1,
+    q_in_registers: false,
+    kv_tile_rows: 64,
+    warps: 4,
+    stages: 2,
+};
+
+/// Head dimension 128, large problems: 4 warps x 32 query rows, Q re-read from shared memory,
+/// 64 keys per step, 2 stages (96 KiB of shared memory, inside sm_89's 99 KiB per block).
+pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
+    head_dim: 128,
+    q_tile_rows: 128,
+    m_tiles: 2,
+    q_in_registers: false,
+    kv_tile_rows: 32,
+    warps: 4,
+    stages: 2,
+};
 
 /// Calls `$callback! { (entry_name, TILE_CONFIG, causal), ... }` with every kernel entry point.
 /// The kernel crate stamps out the entry points from it and the host builds its table from it,
@@ -109,10 +157,14 @@ pub const HEAD_DIM_128: TileConfig =
 macro_rules! for_each_kernel {
     ($callback:ident) => {
         $callback! {
-            (attention_fwd_d64, HEAD_DIM_64, false),
-            (attention_fwd_d64_causal, HEAD_DIM_64, true),
-            (attention_fwd_d128, HEAD_DIM_128, false),
-            (attention_fwd_d128_causal, HEAD_DIM_128, true),
+            (attention_fwd_d64_q64, HEAD_DIM_64_Q64, false),
+            (attention_fwd_d64_q64_causal, HEAD_DIM_64_Q64, true),
+            (attention_fwd_d64_q128, HEAD_DIM_64_Q128, false),
+            (attention_fwd_d64_q128_causal, HEAD_DIM_64_Q128, true),
+            (attention_fwd_d128_q64, HEAD_DIM_128_Q64, false),
+            (attention_fwd_d128_q64_causal, HEAD_DIM_128_Q64, true),
+            (attention_fwd_d128_q128, HEAD_DIM_128_Q128, false),
+            (attention_fwd_d128_q128_causal, HEAD_DIM_128_Q128, true),
         }
     };
 }

@@ -1,15 +1,18 @@
 //! The FlashAttention-2 forward pass, generic over a kernel configuration.
 //!
 //! One CTA computes one block of `q_tile_rows` query rows of one (batch, head); each warp owns
-//! 16 of those rows. Q is loaded once; K/V tiles stream through a `stages`-deep `cp.async` ring.
-//! Per K/V tile a warp computes S = Q·Kᵀ (mma.sync), updates the running row max and row sum in
-//! base 2 (online softmax), rescales its O accumulator, and adds P·V, with P converted to f16 in
-//! registers: S and P never touch shared or global memory.
+//! `16 * m_tiles` of those rows. Q is loaded once; K/V tiles stream through a `stages`-deep
+//! `cp.async` ring. Per K/V tile a warp computes S = Q·Kᵀ (mma.sync), updates the running row max
+//! and row sum in base 2 (online softmax), rescales its O accumulator, and adds P·V, with P
+//! converted to f16 in registers: S and P never touch shared or global memory.
+//!
+//! Register tiles are flat arrays: fragment `(m, j)` of a tile with `J` fragments per 16-row
+//! m-tile is element `m * J + j`.
 
 use crate::abi::{AttentionParams, Strides, TileConfig};
 use crate::arch;
 use crate::layout;
-use crate::tile::{AFrag, CFrag, FragArray, SharedTile};
+use crate::tile::{AFrag, BFrag, CFrag, FragArray, SharedTile};
 
 /// Everything fixed at compile time for one kernel entry point (FlashAttention-2's
 /// `Kernel_traits`). The register-tile types carry lengths derived from `TILE`; the kernel checks
@@ -19,12 +22,15 @@ pub trait KernelTraits {
     const TILE: TileConfig;
     /// Whether query row `i` sees only keys `0..=i` (top-left aligned).
     const CAUSAL: bool;
-    /// A fragments of one warp's 16 query rows: `head_dim / 16`.
+    /// A fragments of one warp's Q rows: `m_tiles * head_dim / 16` when kept in registers,
+    /// else empty.
     type QFrags: FragArray<AFrag>;
-    /// Score accumulators of 16 rows x `kv_tile_rows` keys: `kv_tile_rows / 8`.
+    /// Score accumulators of one warp's rows x `kv_tile_rows` keys: `m_tiles * kv_tile_rows / 8`.
     type Scores: FragArray<CFrag>;
-    /// Output accumulators of 16 rows x `head_dim`: `head_dim / 8`.
+    /// Output accumulators of one warp's rows x `head_dim`: `m_tiles * head_dim / 8`.
     type Output: FragArray<CFrag>;
+    /// One value per row a thread holds (rows `g` and `g + 8` of each m-tile): `2 * m_tiles`.
+    type RowValues: FragArray<f32>;
 }
 
 const LN_2: f32 = core::f32::consts::LN_2;
@@ -35,13 +41,50 @@ fn head_ptr(addr: u64, strides: &Strides, batch: u32, head: u32) -> *mut u16 {
     (addr + 2 * (batch as u64 * strides.batch + head as u64 * strides.head)) as *mut u16
 }
 
-/// Running softmax state of the two rows (`g` and `g + 8`) whose scores a thread holds.
-struct RowState {
+/// The shared-memory tiles of one CTA: `[Q | K stage 0..stages | V stage 0..stages]`.
+#[derive(Clone, Copy)]
+struct SharedTiles {
+    q: SharedTile,
+    kv_base: u32,
+    kv_bytes: u32,
+    kv_rows: usize,
+    head_dim: usize,
+    stages: usize,
+}
+
+impl SharedTiles {
+    #[inline(always)]
+    fn carve(tile: TileConfig) -> Self {
+        let smem = arch::dynamic_smem_base();
+        let q = SharedTile::new(smem, tile.q_tile_rows, tile.head_dim);
+        Self {
+            q,
+            kv_base: smem + q.bytes(),
+            kv_bytes: tile.tile_bytes(tile.kv_tile_rows) as u32,
+            kv_rows: tile.kv_tile_rows,
+            head_dim: tile.head_dim,
+            stages: tile.stages,
+        }
+    }
+
+    #[inline(always)]
+    fn k(&self, stage: usize) -> SharedTile {
+        SharedTile::new(self.kv_base + stage as u32 * self.kv_bytes, self.kv_rows, self.head_dim)
+    }
+
+    #[inline(always)]
+    fn v(&self, stage: usize) -> SharedTile {
+        SharedTile::new(self.kv_base + (self.stages + stage) as u32 * self.kv_bytes, self.kv_rows, self.head_dim)
+    }
+}
+
+/// Running softmax state of the rows whose scores a thread holds.
+struct RowState<C: KernelTraits> {
     /// Running max of the scaled scores, in log2 units.
-    max: [f32; 2],
+    max: C::RowValues,
     /// This thread's part of the running sum of `2^(score - max)`; the quad's parts are added at
     /// the end.
-    sum: [f32; 2],
+    sum: C::RowValues,
 }
 
 /// Computes one query block of one (batch, head).
@@ -52,16 +95,17 @@ struct RowState {
 #[inline(always)]
 pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     const {
-        assert!(C::TILE.is_consistent());
-        assert!(C::QFrags::LEN == C::TILE.head_dim / 16);
-        assert!(C::Scores::LEN == C::TILE.kv_tile_rows / 8);
-        assert!(C::Output::LEN == C::TILE.head_dim / 8);
+        let t = C::TILE;
+        assert!(t.is_consistent());
+        assert!(C::QFrags::LEN == if t.q_in_registers { t.m_tiles * t.head_dim / 16 } else { 0 });
+        assert!(C::Scores::LEN == t.m_tiles * t.kv_tile_rows / 8);
+        assert!(C::Output::LEN == t.m_tiles * t.head_dim / 8);
+        assert!(C::RowValues::LEN == 2 * t.m_tiles);
     }
     let tile = C::TILE;
     let (q_rows, kv_rows, stages) = (tile.q_tile_rows as u32, tile.kv_tile_rows as u32, tile.stages);
     let thread = arch::thread_idx() as usize;
-    let lane = arch::lane_id() as usize;
-    let warp_row0 = 16 * arch::warp_id() as usize;
+    let warp_row0 = 16 * tile.m_tiles * arch::warp_id() as usize;
     let (block_x, head, batch) = arch::block_idx();
 
     // Causal: later query blocks see more keys; run them first so the grid's tail is short.
@@ -72,51 +116,30 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let kv_blocks = kv_end.div_ceil(kv_rows) as usize;
 
     let q_row_stride = p.q_strides.row as u32;
-    let k_row_stride = p.k_strides.row as u32;
-    let v_row_stride = p.v_strides.row as u32;
-    let o_row_stride = p.o_strides.row as u32;
+    let (k_row_stride, v_row_stride) = (p.k_strides.row as u32, p.v_strides.row as u32);
     // SAFETY: q_start < seq_q, and the host checked that every row of every head is in bounds.
     let q_ptr = unsafe { head_ptr(p.q, &p.q_strides, batch, head).add((q_start * q_row_stride) as usize) };
     let k_ptr = head_ptr(p.k, &p.k_strides, batch, head);
     let v_ptr = head_ptr(p.v, &p.v_strides, batch, head);
 
-    // Shared memory: [Q tile | K stage 0..stages | V stage 0..stages].
-    let smem = arch::dynamic_smem_base();
-    let q_tile = SharedTile::new(smem, tile.q_tile_rows, tile.head_dim);
-    let kv_bytes = tile.tile_bytes(tile.kv_tile_rows) as u32;
-    let k_tile = |stage: usize| {
-        SharedTile::new(smem + q_tile.bytes() + stage as u32 * kv_bytes, tile.kv_tile_rows, tile.head_dim)
-    };
-    let v_tile = |stage: usize| {
-        SharedTile::new(smem + q_tile.bytes() + (stages + stage) as u32 * kv_bytes, tile.kv_tile_rows, tile.head_dim)
-    };
+    let tiles = SharedTiles::carve(tile);
     let load_kv = |block: usize| {
         let stage = block % stages;
         let row0 = block as u32 * kv_rows;
         let valid = p.seq_k - row0;
         // SAFETY: row0 < seq_k; rows past seq_k are zero-filled, not read.
         unsafe {
-            k_tile(stage).load_async(
-                k_ptr.add((row0 * k_row_stride) as usize),
-                k_row_stride,
-                valid,
-                thread,
-                tile.threads(),
-            );
-            v_tile(stage).load_async(
-                v_ptr.add((row0 * v_row_stride) as usize),
-                v_row_stride,
-                valid,
-                thread,
-                tile.threads(),
-            );
+            let k_src = k_ptr.add((row0 * k_row_stride) as usize);
+            let v_src = v_ptr.add((row0 * v_row_stride) as usize);
+            tiles.k(stage).load_async(k_src, k_row_stride, valid, thread, tile.threads());
+            tiles.v(stage).load_async(v_src, v_row_stride, valid, thread, tile.threads());
         }
     };
 
     // Prologue: Q rides in the group of K/V tile 0; one group per tile, committed even when empty
     // so that "tile j has landed" is always "at most stages - 2 groups pending".
     // SAFETY: q_start < seq_q, so at least one Q row is valid.
-    unsafe { q_tile.load_async(q_ptr, q_row_stride, p.seq_q - q_start, thread, tile.threads()) };
+    unsafe { tiles.q.load_async(q_ptr, q_row_stride, p.seq_q - q_start, thread, tile.threads()) };
     for block in 0..stages - 1 {
         if block < kv_blocks {
             load_kv(block);
@@ -126,7 +149,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
 
     let mut q_frags = C::QFrags::splat([0; 4]);
     let mut out = C::Output::splat([0.0; 4]);
-    let mut rows = RowState { max: [f32::NEG_INFINITY; 2], sum: [0.0; 2] };
+    let mut rows = RowState::<C> { max: C::RowValues::splat(f32::NEG_INFINITY), sum: C::RowValues::splat(0.0) };
 
     for block in 0..kv_blocks {
         arch::cp_async_wait(stages - 2);
@@ -139,94 +162,184 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
         arch::cp_async_commit();
 
         if block == 0 {
-            for k_step in 0..C::QFrags::LEN {
-                // SAFETY: converged warp; rows warp_row0..+16 are inside the Q tile.
-                q_frags[k_step] = unsafe { q_tile.load_a(warp_row0, k_step) };
+            for i in 0..C::QFrags::LEN {
+                let (m, k_step) = (i / (tile.head_dim / 16), i % (tile.head_dim / 16));
+                // SAFETY: converged warp; the warp's rows are inside the Q tile.
+                q_frags[i] = unsafe { tiles.q.load_a(warp_row0 + 16 * m, k_step) };
             }
         }
         let stage = block % stages;
         let kv_start = block as u32 * kv_rows;
 
-        // S = Q·Kᵀ for this warp's 16 rows and the tile's keys.
-        let mut scores = C::Scores::splat([0.0; 4]);
-        for n_tile in 0..C::Scores::LEN {
-            for k_pair in 0..C::QFrags::LEN / 2 {
-                // SAFETY: converged warp; keys n_tile*8..+8 are inside the K tile.
-                let b = unsafe { k_tile(stage).load_b_transposed_pair(8 * n_tile, k_pair) };
-                scores[n_tile] = arch::mma_m16n8k16(q_frags[2 * k_pair], b[0], scores[n_tile]);
-                scores[n_tile] = arch::mma_m16n8k16(q_frags[2 * k_pair + 1], b[1], scores[n_tile]);
-            }
-        }
-
-        // Scale into log2 units; mask keys past the end and, if causal, above the diagonal.
-        // Only tiles that hold such keys pay for the mask (the test is uniform per warp).
+        let mut scores = q_k_transposed::<C>(&tiles.q, &q_frags, &tiles.k(stage), warp_row0);
         let first_row = q_start + warp_row0 as u32;
+        // Only tiles that hold keys past the end or above the diagonal pay for the mask (the
+        // test is uniform per warp).
         let needs_mask = kv_start + kv_rows > p.seq_k || (C::CAUSAL && kv_start + kv_rows - 1 > first_row);
-        for n_tile in 0..C::Scores::LEN {
-            for i in 0..4 {
-                let mut x = scores[n_tile][i] * p.scale_log2;
-                if needs_mask {
-                    let (row, col) = layout::mma_c_coords(lane, i);
-                    let key = kv_start + (8 * n_tile + col) as u32;
-                    if key >= p.seq_k || (C::CAUSAL && key > first_row + row as u32) {
-                        x = f32::NEG_INFINITY;
-                    }
-                }
-                scores[n_tile][i] = x;
-            }
-        }
-
-        // Online softmax: new row max over the quad, rescale of the old state, P = 2^(S - max).
-        let mut rescale = [0.0f32; 2];
-        for r in 0..2 {
-            let mut tile_max = rows.max[r];
-            for n_tile in 0..C::Scores::LEN {
-                tile_max = tile_max.max(scores[n_tile][2 * r]).max(scores[n_tile][2 * r + 1]);
-            }
-            tile_max = tile_max.max(arch::shfl_xor(tile_max, 1));
-            tile_max = tile_max.max(arch::shfl_xor(tile_max, 2));
-            // A row with every key so far masked keeps max = -inf; use 0 so -inf - -inf is no NaN.
-            let base = if tile_max == f32::NEG_INFINITY { 0.0 } else { tile_max };
-            rescale[r] = arch::ex2(rows.max[r] - base);
-            rows.max[r] = tile_max;
-            let mut tile_sum = 0.0;
-            for n_tile in 0..C::Scores::LEN {
-                for h in 0..2 {
-                    let e = arch::ex2(scores[n_tile][2 * r + h] - base);
-                    scores[n_tile][2 * r + h] = e;
-                    tile_sum += e;
-                }
-            }
-            rows.sum[r] = rows.sum[r] * rescale[r] + tile_sum;
-        }
-        for d_tile in 0..C::Output::LEN {
-            for i in 0..4 {
-                out[d_tile][i] *= rescale[i / 2];
-            }
-        }
-
-        // O += P·V with P packed to f16 straight from the score accumulators.
-        for k_step in 0..C::Scores::LEN / 2 {
-            let p_frag: AFrag = core::array::from_fn(|reg| {
-                let (t0, e0) = layout::p_from_scores(reg, 0);
-                let (t1, e1) = layout::p_from_scores(reg, 1);
-                arch::pack_f16x2(scores[2 * k_step + t0][e0], scores[2 * k_step + t1][e1])
-            });
-            for n_pair in 0..C::Output::LEN / 2 {
-                // SAFETY: converged warp; keys k_step*16..+16 are inside the V tile.
-                let b = unsafe { v_tile(stage).load_b_pair(16 * k_step, n_pair) };
-                out[2 * n_pair] = arch::mma_m16n8k16(p_frag, b[0], out[2 * n_pair]);
-                out[2 * n_pair + 1] = arch::mma_m16n8k16(p_frag, b[1], out[2 * n_pair + 1]);
-            }
-        }
+        scale_and_mask::<C>(&mut scores, p.scale_log2, needs_mask, kv_start, p.seq_k, first_row);
+        online_softmax::<C>(&mut scores, &mut rows, &mut out);
+        add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
     }
     arch::cp_async_wait(0);
 
-    // Epilogue: finish the row sums over the quad, normalise, stage the f16 rows in this warp's
-    // part of the Q tile (only this warp read it) and write them out with 16-byte stores.
-    let mut total = [0.0f32; 2];
-    let mut inverse = [0.0f32; 2];
-    for r in 0..2 {
+    // SAFETY: launch contract of this function.
+    unsafe { epilogue::<C>(p, &tiles.q, &rows, &mut out, q_start + warp_row0 as u32, warp_row0, batch, head) };
+}
+
+/// S = Q·Kᵀ for the warp's rows and one K tile. K fragments are read once and used by every
+/// m-tile; Q fragments come from registers or, per 32-wide k pair, from the Q tile.
+#[inline(always)]
+fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &SharedTile, warp_row0: usize) -> C::Scores {
+    let tile = C::TILE;
+    let (k_steps, n_tiles) = (tile.head_dim / 16, tile.kv_tile_rows / 8);
+    let mut scores = C::Scores::splat([0.0; 4]);
+    for k_pair in 0..k_steps / 2 {
+        // Two k steps of A for each m-tile: [m][0..2].
+        let mut a = [[[0u32; 4]; 2]; 4];
+        for m in 0..tile.m_tiles {
+            for half in 0..2 {
+                let k_step = 2 * k_pair + half;
+                a[m][half] = if tile.q_in_registers {
+                    q_frags[m * k_steps + k_step]
+                } else {
+                    // SAFETY: converged warp; the warp's rows are inside the Q tile.
+                    unsafe { q.load_a(warp_row0 + 16 * m, k_step) }
+                };
+            }
+        }
+        for n_tile in 0..n_tiles {
+            // SAFETY: converged warp; keys n_tile*8..+8 are inside the K tile.
+            let b: [BFrag; 2] = unsafe { k.load_b_transposed_pair(8 * n_tile, k_pair) };
+            for m in 0..tile.m_tiles {
+                let s = &mut scores[m * n_tiles + n_tile];
+                *s = arch::mma_m16n8k16(a[m][0], b[0], *s);
+                *s = arch::mma_m16n8k16(a[m][1], b[1], *s);
+            }
+        }
+    }
+    scores
+}
+
+/// Scales the scores into log2 units and, when `needs_mask`, sets keys past `seq_k` and (causal)
+/// keys above the diagonal to -inf. `first_row` is the warp's first query row.
+#[inline(always)]
+fn scale_and_mask<C: KernelTraits>(
+    scores: &mut C::Scores,
+    scale_log2: f32,
+    needs_mask: bool,
+    kv_start: u32,
+    seq_k: u32,
+    first_row: u32,
+) {
+    let n_tiles = C::TILE.kv_tile_rows / 8;
+    let lane = arch::lane_id() as usize;
+    for i in 0..C::Scores::LEN {
+        let (m, n_tile) = (i / n_tiles, i % n_tiles);
+        for e in 0..4 {
+            let mut x = scores[i][e] * scale_log2;
+            if needs_mask {
+                let (row, col) = layout::mma_c_coords(lane, e);
+                let key = kv_start + (8 * n_tile + col) as u32;
+                let query = first_row + (16 * m + row) as u32;
+                if key >= seq_k || (C::CAUSAL && key > query) {
+                    x = f32::NEG_INFINITY;
+                }
+            }
+            scores[i][e] = x;
+        }
+    }
+}
+
+/// Online softmax step: new row maxima over the lane quad, rescale of the running sums and of
+/// the output accumulator, and P = 2^(S - max) in place of the scores.
+#[inline(always)]
+fn online_softmax<C: KernelTraits>(scores: &mut C::Scores, rows: &mut RowState<C>, out: &mut C::Output) {
+    let tile = C::TILE;
+    let (n_tiles, d_tiles) = (tile.kv_tile_rows / 8, tile.head_dim / 8);
+    let mut rescale = C::RowValues::splat(0.0);
+    // Row r = 2 * m + half is row `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1.
+    for r in 0..C::RowValues::LEN {
+        let (m, half) = (r / 2, r % 2);
+        let mut tile_max = rows.max[r];
+        for n_tile in 0..n_tiles {
+            let s = scores[m * n_tiles + n_tile];
+            tile_max = tile_max.max(s[2 * half]).max(s[2 * half + 1]);
+        }
+        tile_max = tile_max.max(arch::shfl_xor(tile_max, 1));
+        tile_max = tile_max.max(arch::shfl_xor(tile_max, 2));
+        // A row with every key so far masked keeps max = -inf; use 0 so -inf - -inf is no NaN.
+        let base = if tile_max == f32::NEG_INFINITY { 0.0 } else { tile_max };
+        rescale[r] = arch::ex2(rows.max[r] - base);
+        rows.max[r] = tile_max;
+        let mut tile_sum = 0.0;
+        for n_tile in 0..n_tiles {
+            for e in 2 * half..2 * half + 2 {
+                let p = arch::ex2(scores[m * n_tiles + n_tile][e] - base);
+                scores[m * n_tiles + n_tile][e] = p;
+                tile_sum += p;
+            }
+        }
+        rows.sum[r] = rows.sum[r] * rescale[r] + tile_sum;
+    }
+    for i in 0..C::Output::LEN {
+        let m = i / d_tiles;
+        for e in 0..4 {
+            out[i][e] *= rescale[2 * m + e / 2];
+        }
+    }
+}
+
+/// O += P·V with P packed to f16 straight from the score accumulators (`layout::p_from_scores`).
+/// V fragments are read once and used by every m-tile.
+#[inline(always)]
+fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Output) {
+    let tile = C::TILE;
+    let (n_tiles, d_tiles) = (tile.kv_tile_rows / 8, tile.head_dim / 8);
+    for k_step in 0..n_tiles / 2 {
+        let mut a = [[0u32; 4]; 4];
+        for m in 0..tile.m_tiles {
+            a[m] = core::array::from_fn(|reg| {
+                let (t0, e0) = layout::p_from_scores(reg, 0);
+                let (t1, e1) = layout::p_from_scores(reg, 1);
+                let row = m * n_tiles + 2 * k_step;
+                arch::pack_f16x2(probs[row + t0][e0], probs[row + t1][e1])
+            });
+        }
+        for n_pair in 0..d_tiles / 2 {
+            // SAFETY: converged warp; keys k_step*16..+16 are inside the V tile.
+            let b = unsafe { v.load_b_pair(16 * k_step, n_pair) };
+            for m in 0..tile.m_tiles {
+                let o = m * d_tiles + 2 * n_pair;
+                out[o] = arch::mma_m16n8k16(a[m], b[0], out[o]);
+                out[o + 1] = arch::mma_m16n8k16(a[m], b[1], out[o + 1]);
+            }
+        }
+    }
+}
+
+/// Finishes the row sums over the quad, normalises O, stages the f16 rows in this warp's part of
+/// the Q tile (only this warp reads it), writes them out with 16-byte stores, and writes the
+/// logsumexp if asked for.
+///
+/// # Safety
+/// As for [`attention_forward`]; `warp_start` is the warp's first query row.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn epilogue<C: KernelTraits>(
+    p: &AttentionParams,
+    staging: &SharedTile,
+    rows: &RowState<C>,
+    out: &mut C::Output,
+    warp_start: u32,
+    warp_row0: usize,
+    batch: u32,
+    head: u32,
+) {
+    let d_tiles = C::TILE.head_dim / 8;
+    let lane = arch::lane_id() as usize;
+    let mut total = C::RowValues::splat(0.0);
+    let mut inverse = C::RowValues::splat(0.0);
+    for r in 0..C::RowValues::LEN {
         let mut sum = rows.sum[r];
         sum += arch::shfl_xor(sum, 1);
         sum += arch::shfl_xor(sum, 2);
@@ -236,29 +349,32 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     }
     // The staging rows were last read by this warp's ldmatrix of Q (other lanes' addresses).
     arch::sync_warp();
-    for d_tile in 0..C::Output::LEN {
-        let mut frag = out[d_tile];
-        for i in 0..4 {
-            frag[i] *= inverse[i / 2];
+    for i in 0..C::Output::LEN {
+        let (m, d_tile) = (i / d_tiles, i % d_tiles);
+        let mut frag = out[i];
+        for e in 0..4 {
+            frag[e] *= inverse[2 * m + e / 2];
         }
-        // SAFETY: this warp's own 16 rows of the Q tile; no other warp touches them.
-        unsafe { q_tile.store_c_f16(warp_row0, d_tile, frag) };
+        // SAFETY: this warp's own rows of the Q tile; no other warp touches them.
+        unsafe { staging.store_c_f16(warp_row0 + 16 * m, d_tile, frag) };
     }
     arch::sync_warp();
-    let warp_start = q_start + warp_row0 as u32;
-    if warp_start < p.seq_q {
-        let valid = (p.seq_q - warp_start).min(16);
-        // SAFETY: rows warp_start..warp_start+valid of O are in bounds (host-validated).
-        unsafe {
-            let o_ptr = head_ptr(p.o, &p.o_strides, batch, head).add((warp_start * o_row_stride) as usize);
-            q_tile.store_rows16(warp_row0, o_ptr, o_row_stride, valid);
+    let o_row_stride = p.o_strides.row as u32;
+    for m in 0..C::TILE.m_tiles {
+        let start = warp_start + 16 * m as u32;
+        if start < p.seq_q {
+            // SAFETY: rows start..start+valid of O are in bounds (host-validated).
+            unsafe {
+                let o_ptr = head_ptr(p.o, &p.o_strides, batch, head).add((start * o_row_stride) as usize);
+                staging.store_rows16(warp_row0 + 16 * m, o_ptr, o_row_stride, (p.seq_q - start).min(16));
+            }
         }
     }
 
     if p.lse != 0 && lane % 4 == 0 {
-        for r in 0..2 {
-            let (row, _) = layout::mma_c_coords(lane, 2 * r);
-            let q_row = warp_start + row as u32;
+        for r in 0..C::RowValues::LEN {
+            let (row, _) = layout::mma_c_coords(lane, 2 * (r % 2));
+            let q_row = warp_start + (16 * (r / 2) + row) as u32;
             if q_row < p.seq_q {
                 let index = (batch as u64 * p.heads as u64 + head as u64) * p.seq_q as u64 + q_row as u64;
                 let lse = (rows.max[r] + arch::lg2(total[r])) * LN_2;

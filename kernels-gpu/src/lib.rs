@@ -30,7 +30,7 @@ pub mod attention;
 pub mod layout;
 pub mod tile;
 
-use abi::{AttentionParams, TileConfig, HEAD_DIM_128, HEAD_DIM_64};
+use abi::*;
 use attention::KernelTraits;
 use tile::{AFrag, CFrag};
 
@@ -51,9 +51,10 @@ macro_rules! stamp_entry_points {
             impl KernelTraits for Traits {
                 const TILE: TileConfig = $tile;
                 const CAUSAL: bool = $causal;
-                type QFrags = [AFrag; $tile.head_dim / 16];
-                type Scores = [CFrag; $tile.kv_tile_rows / 8];
-                type Output = [CFrag; $tile.head_dim / 8];
+                type QFrags = [AFrag; if $tile.q_in_registers { $tile.m_tiles * $tile.head_dim / 16 } else { 0 }];
+                type Scores = [CFrag; $tile.m_tiles * $tile.kv_tile_rows / 8];
+                type Output = [CFrag; $tile.m_tiles * $tile.head_dim / 8];
+                type RowValues = [f32; 2 * $tile.m_tiles];
             }
         }
 

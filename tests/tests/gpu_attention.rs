@@ -1,7 +1,7 @@
 //! The kernels against the f64 CPU reference on fresh N(0,1) inputs. Needs a GPU: `#[ignore]`d,
 //! run with `cargo test -- --include-ignored` (the GPU runner does).
 //!
-//! Every case runs causal and non-causal, in three memory layouts; the output and logsumexp are
+//! Every case runs causal and non-causal, with every tile configuration, in three memory layouts; the output and logsumexp are
 //! poisoned (NaN) before each run, every element is checked, padding must stay untouched, and a
 //! second run must give identical bits.
 
@@ -25,7 +25,11 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
         let options = ForwardOptions::new().causal(causal);
         let reference = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, shape), host_bhsd(&v, shape), &options)
             .expect("reference");
-        for (name, layout) in layouts(shape) {
+        // Every kernel configuration for this head dim (forced), in every layout.
+        let tiles = flashcore::kernels::KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.causal == causal);
+        let cases = tiles.flat_map(|k| layouts(shape).into_iter().map(move |l| (k.tile.q_tile_rows, l)));
+        for (q_tile_rows, (name, layout)) in cases {
+            let options = options.q_tile_rows(q_tile_rows);
             let dq = DeviceBuffer::from_slice(&fill_layout(&q, shape, &layout)).unwrap();
             let dk = DeviceBuffer::from_slice(&fill_layout(&k, shape, &layout)).unwrap();
             let dv = DeviceBuffer::from_slice(&fill_layout(&v, shape, &layout)).unwrap();
@@ -78,12 +82,12 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
             let same_bits = out.iter().map(|x| x.to_bits()).eq(out2.iter().map(|x| x.to_bits()))
                 && lse.iter().map(|x| x.to_bits()).eq(lse2.iter().map(|x| x.to_bits()));
             println!(
-                "  causal={causal:<5} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
+                "  causal={causal:<5} q_tile_rows={q_tile_rows:<3} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
                  padding_intact={padding_intact} rerun_identical={same_bits}",
                 dev.max_abs, dev.rel_l2, dev.non_finite
             );
             if !(dev.passes() && lse_ok && padding_intact && same_bits) {
-                failures.push(format!("causal={causal} layout={name}: {dev:?} lse_err={lse_err:e} padding_intact={padding_intact} identical={same_bits}"));
+                failures.push(format!("causal={causal} q_tile_rows={q_tile_rows} layout={name}: {dev:?} lse_err={lse_err:e} padding_intact={padding_intact} identical={same_bits}"));
             }
         }
     }

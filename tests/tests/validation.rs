@@ -6,6 +6,8 @@ use flashcore::plan::{plan, ForwardProblem, LseArg, TensorArg, MAX_HEAD_SPAN};
 use flashcore::{Dim, Error, ForwardOptions, Operand, TensorLayout};
 
 const GIB: u64 = 1 << 30;
+/// Multiprocessors of the device the plans are made for (an H100/H200).
+const SMS: usize = 132;
 
 /// A valid problem: four disjoint, aligned fake device buffers of `[B,H,S,D]` tensors.
 fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem {
@@ -16,15 +18,15 @@ fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem {
 }
 
 fn err(p: &ForwardProblem) -> Error {
-    plan(p).expect_err("the problem is invalid")
+    plan(p, SMS).expect_err("the problem is invalid")
 }
 
 #[test]
 fn valid_problem_plans_the_expected_launch() {
     let mut p = problem(2, 3, 1000, 64);
     p.lse = Some(LseArg { address: 80 * GIB, len: 2 * 3 * 1000 });
-    let plan = plan(&p).unwrap();
-    assert_eq!(plan.kernel.name, "attention_fwd_d64");
+    let plan = plan(&p, SMS).unwrap();
+    assert_eq!(plan.kernel.name, "attention_fwd_d64_q64");
     assert_eq!(plan.grid, (1000usize.div_ceil(plan.kernel.tile.q_tile_rows) as u32, 3, 2));
     assert_eq!(plan.block as usize, plan.kernel.tile.threads());
     assert_eq!(plan.smem_bytes as usize, plan.kernel.tile.smem_bytes());
@@ -39,9 +41,28 @@ fn valid_problem_plans_the_expected_launch() {
 fn configuration_follows_head_dim_and_causality() {
     let mut p = problem(1, 1, 128, 128);
     p.options = ForwardOptions::new().causal(true);
-    assert_eq!(plan(&p).unwrap().kernel.name, "attention_fwd_d128_causal");
+    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d128_q64_causal");
     p.options = ForwardOptions::new().causal(true).softmax_scale(0.5);
-    assert_eq!(plan(&p).unwrap().params.scale_log2, 0.5 * std::f32::consts::LOG2_E);
+    assert_eq!(plan(&p, SMS).unwrap().params.scale_log2, 0.5 * std::f32::consts::LOG2_E);
+}
+
+#[test]
+fn tall_tiles_when_they_still_fill_the_gpu() {
+    // 8·16 heads x 2048/128 blocks = 2048 CTAs: the 128-row tiles.
+    let p = problem(8, 16, 2048, 128);
+    assert_eq!(plan(&p, SMS).unwrap().kernel.tile.q_tile_rows, 128);
+    // 1·8 heads x 512/128 = 32 CTAs for 132 SMs: the 64-row tiles (64 CTAs).
+    let p = problem(1, 8, 512, 64);
+    assert_eq!(plan(&p, SMS).unwrap().kernel.tile.q_tile_rows, 64);
+    // ... which on a small GPU would be enough for the tall ones.
+    assert_eq!(plan(&p, 24).unwrap().kernel.tile.q_tile_rows, 128);
+    // Forcing a configuration.
+    let mut p = problem(8, 16, 2048, 64);
+    p.options = ForwardOptions::new().q_tile_rows(64);
+    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d64_q64");
+    assert_eq!(plan(&p, SMS).unwrap().grid, (32, 16, 8));
+    p.options = ForwardOptions::new().q_tile_rows(96);
+    assert!(matches!(plan(&p, SMS), Err(Error::UnsupportedTile { q_tile_rows: 96, head_dim: 64 })));
 }
 
 #[test]
@@ -51,7 +72,7 @@ fn bshd_layout_is_accepted_with_its_strides() {
     for t in [&mut p.q, &mut p.k, &mut p.v, &mut p.o] {
         t.layout = layout;
     }
-    let plan = plan(&p).unwrap();
+    let plan = plan(&p, SMS).unwrap();
     assert_eq!(plan.params.k_strides.row, 4 * 128);
     assert_eq!(plan.params.k_strides.head, 128);
     assert_eq!(plan.params.k_strides.batch, 100 * 4 * 128);
@@ -65,7 +86,7 @@ fn different_key_length_is_fine_without_causal_mask() {
         t.layout = kv;
         t.len = kv.required_len().unwrap();
     }
-    assert_eq!(plan(&p).unwrap().params.seq_k, 300);
+    assert_eq!(plan(&p, SMS).unwrap().params.seq_k, 300);
     p.options = ForwardOptions::new().causal(true);
     assert!(matches!(err(&p), Error::CausalLengthMismatch { seq_q: 100, seq_k: 300 }));
 }
@@ -124,7 +145,7 @@ fn misaligned_pointers_and_strides() {
     // A stride of a dimension of size 1 is never used, so it may be anything.
     let mut p = problem(1, 1, 16, 64);
     p.q.layout = TensorLayout::new([1, 1, 16, 64], [3, 5, 64, 1]);
-    assert!(plan(&p).is_ok());
+    assert!(plan(&p, SMS).is_ok());
 
     let mut p = problem(1, 1, 16, 64);
     p.lse = Some(LseArg { address: 80 * GIB + 2, len: 16 });
@@ -191,7 +212,7 @@ fn outputs_must_not_alias_inputs() {
     // Reading K and V from the same memory is fine: only outputs may not overlap.
     let mut p = problem(1, 2, 64, 64);
     p.v.address = p.k.address;
-    assert!(plan(&p).is_ok());
+    assert!(plan(&p, SMS).is_ok());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use cust::prelude::*;
 use flashcore::reference::{attention_f64, HostTensor};
 use flashcore::timing::median_per_call;
-use flashcore::{kernels, FlashAttention, ForwardOptions};
+use flashcore::{FlashAttention, ForwardOptions};
 use flashcore_benches::{device_name, print_table, Row, Shape, Workload};
 
 const SHAPES: [Shape; 4] =
@@ -56,7 +56,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             let micros = median_per_call(&stream, 15, 20, |i| workload.launch(&flash, &stream, i, &options))?;
-            let kernel = kernels::select(shape.head_dim, causal).map_or("?", |k| k.name);
+            let kernel = workload.kernel(&flash, &options).name.to_string();
             rows.push(Row { shape, causal, kernel, micros });
         }
     }
