@@ -154,8 +154,9 @@ pub enum Error {
         /// The head dimension.
         head_dim: usize,
     },
-    /// The softmax scale is NaN or infinite.
-    #[error("the softmax scale {0} is not finite")]
+    /// The softmax scale is not a finite positive number (the kernels fold it into the
+    /// exponent and rely on it preserving the order of the scores).
+    #[error("the softmax scale {0} is not a finite positive number")]
     InvalidScale(f32),
     /// The device is older than sm_80 (Ampere).
     #[error("compute capability {major}.{minor} is not supported: FlashCore needs 8.0 or newer")]

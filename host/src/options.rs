@@ -27,7 +27,8 @@ impl ForwardOptions {
         self
     }
 
-    /// The factor applied to `Q·Kᵀ` before the softmax (default `1 / sqrt(head_dim)`).
+    /// The factor applied to `Q·Kᵀ` before the softmax (default `1 / sqrt(head_dim)`); must be
+    /// finite and positive.
     pub const fn softmax_scale(mut self, scale: f32) -> Self {
         self.softmax_scale = Some(scale);
         self

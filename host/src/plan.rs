@@ -169,7 +169,7 @@ pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPl
 
 /// Checks the inputs' shapes against each other and the options: no zero dimension, contiguous
 /// head dimensions, a supported head dimension, K and V matching Q, causal lengths, a finite
-/// scale.
+/// positive scale.
 pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, options: &ForwardOptions) -> Result<()> {
     for (operand, layout) in [(Operand::Q, q), (Operand::K, k), (Operand::V, v)] {
         check_dims(operand, layout)?;
@@ -185,7 +185,7 @@ pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, option
         return Err(Error::CausalLengthMismatch { seq_q, seq_k });
     }
     let scale = options.scale_for(head_dim);
-    if !scale.is_finite() {
+    if !(scale.is_finite() && scale > 0.0) {
         return Err(Error::InvalidScale(scale));
     }
     Ok(())

@@ -2,8 +2,9 @@
 
 use cust::event::{Event, EventFlags};
 use cust::prelude::Stream;
+use cust::sys;
 
-use crate::error::Result;
+use crate::error::{driver, Result};
 
 /// Microseconds per call of `launch`, timed on the GPU with events around `calls` back-to-back
 /// enqueues on `stream` (after `warmup` untimed calls). `launch(i)` enqueues call `i`; rotate
@@ -43,4 +44,79 @@ pub fn median_per_call(
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
+}
+
+/// Microseconds per call with the calls inside a CUDA graph, the method PyTorch's
+/// `sdpa_baseline.py` uses: `calls` launches are captured from `stream` into one graph, which is
+/// replayed `samples` times (after one warm-up replay), each replay timed with events; the median
+/// replay over `calls`. Launch gaps shrink to the GPU's own, so this is GPU time even for
+/// kernels shorter than a host-side launch.
+pub fn graph_per_call(
+    stream: &Stream,
+    calls: usize,
+    samples: usize,
+    mut launch: impl FnMut(usize) -> Result<()>,
+) -> Result<f64> {
+    let graph = CapturedGraph::capture(stream, || (0..calls).try_for_each(&mut launch))?;
+    let start = Event::new(EventFlags::DEFAULT)?;
+    let end = Event::new(EventFlags::DEFAULT)?;
+    graph.launch(stream)?;
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        start.record(stream)?;
+        graph.launch(stream)?;
+        end.record(stream)?;
+        end.synchronize()?;
+        times.push(end.elapsed_time_f32(&start)? as f64 * 1e3 / calls.max(1) as f64);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// An instantiated CUDA graph captured from a stream (cust 0.3.2 does not wrap stream capture).
+struct CapturedGraph {
+    graph: sys::CUgraph,
+    exec: sys::CUgraphExec,
+}
+
+impl CapturedGraph {
+    /// Captures what `enqueue` puts on `stream` (nothing runs during capture).
+    fn capture(stream: &Stream, enqueue: impl FnOnce() -> Result<()>) -> Result<Self> {
+        let raw = stream.as_inner();
+        // SAFETY: a valid stream handle; capture mode per the driver API.
+        driver("cuStreamBeginCapture", unsafe {
+            sys::cuStreamBeginCapture_v2(raw, sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        })?;
+        let enqueued = enqueue();
+        let mut graph = std::ptr::null_mut();
+        // SAFETY: ends the capture begun above, whatever `enqueue` did, so the stream is usable.
+        let ended = driver("cuStreamEndCapture", unsafe { sys::cuStreamEndCapture(raw, &mut graph) });
+        let mut this = Self { graph, exec: std::ptr::null_mut() };
+        enqueued?;
+        ended?;
+        // SAFETY: `graph` is the valid graph returned by the capture.
+        driver("cuGraphInstantiateWithFlags", unsafe {
+            sys::cuGraphInstantiateWithFlags(&mut this.exec, this.graph, 0)
+        })?;
+        Ok(this)
+    }
+
+    fn launch(&self, stream: &Stream) -> Result<()> {
+        // SAFETY: `exec` is an instantiated graph; the stream is valid.
+        driver("cuGraphLaunch", unsafe { sys::cuGraphLaunch(self.exec, stream.as_inner()) })
+    }
+}
+
+impl Drop for CapturedGraph {
+    fn drop(&mut self) {
+        // SAFETY: handles created by this object and destroyed once; null handles are skipped.
+        unsafe {
+            if !self.exec.is_null() {
+                sys::cuGraphExecDestroy(self.exec);
+            }
+            if !self.graph.is_null() {
+                sys::cuGraphDestroy(self.graph);
+            }
+        }
+    }
 }

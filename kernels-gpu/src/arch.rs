@@ -62,6 +62,38 @@ pub fn shfl_xor(v: f32, lane_mask: u32) -> f32 {
     r
 }
 
+/// Whether `predicate` holds in any lane of the warp (`vote.sync.any`); the same in every lane.
+#[inline(always)]
+pub fn vote_any(predicate: bool) -> bool {
+    let r: u32;
+    // SAFETY: all 32 lanes take part (full member mask); no memory is touched.
+    unsafe {
+        asm!(
+            "{{",
+            ".reg .pred %p_in, %p_any;",
+            "setp.ne.u32 %p_in, {v}, 0;",
+            "vote.sync.any.pred %p_any, %p_in, 0xffffffff;",
+            "selp.u32 {r}, 1, 0, %p_any;",
+            "}}",
+            r = out(reg32) r, v = in(reg32) predicate as u32,
+            options(nomem, nostack),
+        );
+    }
+    r != 0
+}
+
+/// `a * b + c` with a single rounding (`fma.rn.f32`).
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let r: f32;
+    // SAFETY: pure arithmetic.
+    unsafe {
+        asm!("fma.rn.f32 {r}, {a}, {b}, {c};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, c = in(reg32) c,
+             options(pure, nomem, nostack))
+    }
+    r
+}
+
 /// 2^x with the hardware approximation (`ex2.approx.ftz.f32`, max relative error 2^-22).
 /// `ex2(-inf) = +0`, which the online softmax relies on for masked scores.
 #[inline(always)]

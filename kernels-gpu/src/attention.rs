@@ -175,9 +175,10 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
         let first_row = q_start + warp_row0 as u32;
         // Only tiles that hold keys past the end or above the diagonal pay for the mask (the
         // test is uniform per warp).
-        let needs_mask = kv_start + kv_rows > p.seq_k || (C::CAUSAL && kv_start + kv_rows - 1 > first_row);
-        scale_and_mask::<C>(&mut scores, p.scale_log2, needs_mask, kv_start, p.seq_k, first_row);
-        online_softmax::<C>(&mut scores, &mut rows, &mut out);
+        if kv_start + kv_rows > p.seq_k || (C::CAUSAL && kv_start + kv_rows - 1 > first_row) {
+            mask::<C>(&mut scores, kv_start, p.seq_k, first_row);
+        }
+        online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
         add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
     }
     arch::cp_async_wait(0);
@@ -220,71 +221,77 @@ fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &Shar
     scores
 }
 
-/// Scales the scores into log2 units and, when `needs_mask`, sets keys past `seq_k` and (causal)
-/// keys above the diagonal to -inf. `first_row` is the warp's first query row.
+/// Sets scores of keys past `seq_k` and (causal) keys above the diagonal to -inf.
+/// `first_row` is the warp's first query row.
 #[inline(always)]
-fn scale_and_mask<C: KernelTraits>(
-    scores: &mut C::Scores,
-    scale_log2: f32,
-    needs_mask: bool,
-    kv_start: u32,
-    seq_k: u32,
-    first_row: u32,
-) {
+fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_row: u32) {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let lane = arch::lane_id() as usize;
     for i in 0..C::Scores::LEN {
         let (m, n_tile) = (i / n_tiles, i % n_tiles);
         for e in 0..4 {
-            let mut x = scores[i][e] * scale_log2;
-            if needs_mask {
-                let (row, col) = layout::mma_c_coords(lane, e);
-                let key = kv_start + (8 * n_tile + col) as u32;
-                let query = first_row + (16 * m + row) as u32;
-                if key >= seq_k || (C::CAUSAL && key > query) {
-                    x = f32::NEG_INFINITY;
-                }
+            let (row, col) = layout::mma_c_coords(lane, e);
+            let key = kv_start + (8 * n_tile + col) as u32;
+            let query = first_row + (16 * m + row) as u32;
+            if key >= seq_k || (C::CAUSAL && key > query) {
+                scores[i][e] = f32::NEG_INFINITY;
             }
-            scores[i][e] = x;
         }
     }
 }
 
-/// Online softmax step: new row maxima over the lane quad, rescale of the running sums and of
-/// the output accumulator, and P = 2^(S - max) in place of the scores.
+/// Online softmax step on raw scores `s`: new row maxima over the lane quad, rescale of the
+/// running sums and (only if some row max of the warp changed) of the output accumulator, and
+/// P = 2^(s·c − max) in place of the scores, with c = scale·log2(e) > 0 folded into one FFMA.
 #[inline(always)]
-fn online_softmax<C: KernelTraits>(scores: &mut C::Scores, rows: &mut RowState<C>, out: &mut C::Output) {
+fn online_softmax<C: KernelTraits>(
+    scores: &mut C::Scores,
+    scale_log2: f32,
+    rows: &mut RowState<C>,
+    out: &mut C::Output,
+) {
     let tile = C::TILE;
     let (n_tiles, d_tiles) = (tile.kv_tile_rows / 8, tile.head_dim / 8);
-    let mut rescale = C::RowValues::splat(0.0);
+    let mut rescale = C::RowValues::splat(1.0);
+    let mut changed = false;
     // Row r = 2 * m + half is row `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1.
     for r in 0..C::RowValues::LEN {
         let (m, half) = (r / 2, r % 2);
-        let mut tile_max = rows.max[r];
+        let mut raw_max = f32::NEG_INFINITY;
         for n_tile in 0..n_tiles {
             let s = scores[m * n_tiles + n_tile];
-            tile_max = tile_max.max(s[2 * half]).max(s[2 * half + 1]);
+            raw_max = raw_max.max(s[2 * half]).max(s[2 * half + 1]);
         }
-        tile_max = tile_max.max(arch::shfl_xor(tile_max, 1));
-        tile_max = tile_max.max(arch::shfl_xor(tile_max, 2));
+        raw_max = raw_max.max(arch::shfl_xor(raw_max, 1));
+        raw_max = raw_max.max(arch::shfl_xor(raw_max, 2));
+        // max(s)·c = max(s·c) because c > 0; a fully masked row keeps -inf (not -inf·c).
+        let tile_max = if raw_max == f32::NEG_INFINITY { raw_max } else { raw_max * scale_log2 };
+        let new_max = rows.max[r].max(tile_max);
         // A row with every key so far masked keeps max = -inf; use 0 so -inf - -inf is no NaN.
-        let base = if tile_max == f32::NEG_INFINITY { 0.0 } else { tile_max };
-        rescale[r] = arch::ex2(rows.max[r] - base);
-        rows.max[r] = tile_max;
+        let base = if new_max == f32::NEG_INFINITY { 0.0 } else { new_max };
+        if new_max != rows.max[r] {
+            changed = true;
+            rescale[r] = arch::ex2(rows.max[r] - base);
+            rows.max[r] = new_max;
+        }
         let mut tile_sum = 0.0;
         for n_tile in 0..n_tiles {
             for e in 2 * half..2 * half + 2 {
-                let p = arch::ex2(scores[m * n_tiles + n_tile][e] - base);
+                let p = arch::ex2(arch::fma(scores[m * n_tiles + n_tile][e], scale_log2, -base));
                 scores[m * n_tiles + n_tile][e] = p;
                 tile_sum += p;
             }
         }
         rows.sum[r] = rows.sum[r] * rescale[r] + tile_sum;
     }
-    for i in 0..C::Output::LEN {
-        let m = i / d_tiles;
-        for e in 0..4 {
-            out[i][e] *= rescale[2 * m + e / 2];
+    // Once the row maxima settle, most tiles change none of them: skip the O rescale (a no-op
+    // then) for the whole warp.
+    if arch::vote_any(changed) {
+        for i in 0..C::Output::LEN {
+            let m = i / d_tiles;
+            for e in 0..4 {
+                out[i][e] *= rescale[2 * m + e / 2];
+            }
         }
     }
 }

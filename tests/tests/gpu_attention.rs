@@ -15,6 +15,11 @@ use half::f16;
 const LSE_TOLERANCE: f64 = 1e-3;
 
 fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
+    check(batch, heads, seq, head_dim, None);
+}
+
+/// As `check_shape`, with a softmax scale other than the default when given.
+fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, scale: Option<f32>) {
     let gpu = Gpu::new();
     let mut rng = rng(&format!("attention {batch}x{heads}x{seq}x{head_dim}"));
     let shape = [batch, heads, seq, head_dim];
@@ -23,6 +28,7 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
     let mut failures = Vec::new();
     for causal in [false, true] {
         let options = ForwardOptions::new().causal(causal);
+        let options = scale.map_or(options, |s| options.softmax_scale(s));
         let reference = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, shape), host_bhsd(&v, shape), &options)
             .expect("reference");
         // Every kernel configuration for this head dim (forced), in every layout.
@@ -115,4 +121,16 @@ gpu_cases! {
     b2_h4_s777_d128: (2, 4, 777, 128),
     b1_h1_s1_d64: (1, 1, 1, 64),
     b3_h2_s65_d128: (3, 2, 65, 128),
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn custom_scale_b2_h4_s200_d64() {
+    check(2, 4, 200, 64, Some(0.3));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn custom_scale_b1_h2_s130_d128() {
+    check(1, 2, 130, 128, Some(0.02));
 }

@@ -216,8 +216,8 @@ fn outputs_must_not_alias_inputs() {
 }
 
 #[test]
-fn non_finite_scale() {
-    for scale in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+fn scale_must_be_finite_and_positive() {
+    for scale in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.125] {
         let mut p = problem(1, 1, 16, 64);
         p.options = ForwardOptions::new().softmax_scale(scale);
         assert!(matches!(err(&p), Error::InvalidScale(_)));

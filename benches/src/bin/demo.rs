@@ -3,9 +3,8 @@
 
 use cust::prelude::*;
 use flashcore::reference::{attention_f64, HostTensor};
-use flashcore::timing::median_per_call;
 use flashcore::{FlashAttention, ForwardOptions};
-use flashcore_benches::{device_name, print_table, Row, Shape, Workload};
+use flashcore_benches::{device_name, print_table, time_both, Row, Shape, Workload};
 
 const SHAPES: [Shape; 4] =
     [Shape::new(1, 8, 512, 64), Shape::new(4, 8, 256, 64), Shape::new(1, 8, 512, 128), Shape::new(8, 16, 2048, 64)];
@@ -55,9 +54,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     if ok { "ok" } else { "FAIL" }
                 );
             }
-            let micros = median_per_call(&stream, 15, 20, |i| workload.launch(&flash, &stream, i, &options))?;
+            let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
             let kernel = workload.kernel(&flash, &options).name.to_string();
-            rows.push(Row { shape, causal, kernel, micros });
+            rows.push(Row { shape, causal, kernel, micros, stream_micros });
         }
     }
     print_table(&device_name(), &rows);
