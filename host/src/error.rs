@@ -176,8 +176,35 @@ pub enum Error {
         /// Bytes the device allows per block.
         available: usize,
     },
-    /// The CUDA driver reported an error through `cust`.
-    #[error("CUDA error: {0}")]
+    /// The calling thread's current CUDA context, or the stream's, is not the one the kernels
+    /// were loaded into.
+    #[error("the {what} is not the CUDA context FlashAttention was created in")]
+    WrongContext {
+        /// "current context" or "stream's context".
+        what: &'static str,
+    },
+    /// A buffer is not device memory of FlashAttention's context (another device's or
+    /// context's memory, host memory, or no allocation at all).
+    #[error("{operand}: address {address:#x} is not device memory of FlashAttention's CUDA context")]
+    ForeignMemory {
+        /// The tensor.
+        operand: Operand,
+        /// Its device address.
+        address: u64,
+    },
+    /// A tensor's extent runs past the end of the device allocation it starts in.
+    #[error("{operand}: {bytes} bytes from {address:#x} run past the end of its device allocation")]
+    OutsideAllocation {
+        /// The tensor.
+        operand: Operand,
+        /// Its device address.
+        address: u64,
+        /// Bytes its layout reaches.
+        bytes: u64,
+    },
+    /// The CUDA driver reported an error through `cust` (for example a failed kernel, which
+    /// makes the context unusable: a sticky error).
+    #[error("CUDA error {0:?}: {0}")]
     Cuda(#[from] CudaError),
     /// A CUDA driver call made directly (a launch, an attribute) failed; `code` names the error.
     #[error("{call} failed: {code:?}")]

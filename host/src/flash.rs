@@ -9,7 +9,7 @@ use cust::module::Module;
 use cust::prelude::Stream;
 use cust::sys as cu;
 
-use crate::error::{driver, Result};
+use crate::error::{driver, Error, Operand, Result};
 use crate::kernels::{check_device, KernelInfo, KERNELS, PTX};
 use crate::options::ForwardOptions;
 use crate::plan::{plan, ForwardProblem, LaunchPlan, LseArg, TensorArg};
@@ -47,14 +47,37 @@ use crate::tensor::{AttnTensor, AttnTensorMut};
 /// stream.synchronize()?;
 /// # Ok(()) }
 /// ```
+///
+/// `FlashAttention` is `Send` and `Sync`: one instance may serve several threads and streams at
+/// once, each thread with the instance's context current.
 #[derive(Debug)]
 pub struct FlashAttention {
     // Kept alive for `functions`, which point into it.
     _module: Module,
-    functions: Vec<cu::CUfunction>,
+    functions: Vec<KernelFunction>,
+    context: ContextHandle,
     compute_capability: (i32, i32),
     multiprocessors: usize,
 }
+
+/// A kernel handle of the loaded module.
+#[derive(Clone, Copy, Debug)]
+struct KernelFunction(cu::CUfunction);
+
+/// The context the module was loaded into.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ContextHandle(cu::CUcontext);
+
+// SAFETY: CUfunction and CUcontext are opaque, immutable driver handles; the CUDA driver API is
+// thread-safe and accepts them from any thread (cust marks its own Function and Context `Send`
+// and `Sync` for the same reason). FlashAttention never mutates them after `new`.
+unsafe impl Send for KernelFunction {}
+// SAFETY: as above.
+unsafe impl Sync for KernelFunction {}
+// SAFETY: as above.
+unsafe impl Send for ContextHandle {}
+// SAFETY: as above.
+unsafe impl Sync for ContextHandle {}
 
 impl FlashAttention {
     /// Loads the kernels into the current context and raises each kernel's dynamic
@@ -76,6 +99,7 @@ impl FlashAttention {
         })?;
         check_device(major, minor, smem_optin as usize)?;
         let multiprocessors = device.get_attribute(DeviceAttribute::MultiprocessorCount)? as usize;
+        let context = current_context()?;
         let module = Module::from_ptx(PTX, &[])?;
         let mut functions = Vec::with_capacity(KERNELS.len());
         for kernel in KERNELS {
@@ -89,9 +113,9 @@ impl FlashAttention {
                     needed as i32,
                 )
             })?;
-            functions.push(function);
+            functions.push(KernelFunction(function));
         }
-        Ok(Self { _module: module, functions, compute_capability: (major, minor), multiprocessors })
+        Ok(Self { _module: module, functions, context, compute_capability: (major, minor), multiprocessors })
     }
 
     /// The compute capability (major, minor) of the device the kernels were loaded for.
@@ -106,8 +130,21 @@ impl FlashAttention {
 
     /// Enqueues `o = softmax(q·kᵀ·scale [+ causal mask])·v` on `stream`.
     ///
-    /// Every argument is checked before launch (see [`plan`](crate::plan::plan)); the call
-    /// returns once the kernel is enqueued.
+    /// Every argument is checked before launch (see [`plan`](crate::plan::plan)), and so are
+    /// the current context, the stream's context and each buffer's allocation; the call returns
+    /// once the kernel is enqueued.
+    ///
+    /// The element type is part of the signature: tensors of anything but f16 do not compile.
+    ///
+    /// ```compile_fail
+    /// # use cust::prelude::*;
+    /// # use flashcore::{AttnTensor, AttnTensorMut, FlashAttention, ForwardOptions, TensorLayout};
+    /// # fn f(flash: &FlashAttention, stream: &Stream, x: &DeviceBuffer<f32>, o: &mut DeviceBuffer<f32>) {
+    /// let layout = TensorLayout::bhsd(1, 1, 16, 64);
+    /// let t = AttnTensor::new(x, layout);
+    /// flash.forward(stream, &t, &t, &t, &mut AttnTensorMut::new(o, layout), &ForwardOptions::new());
+    /// # }
+    /// ```
     pub fn forward(
         &self,
         stream: &Stream,
@@ -118,7 +155,7 @@ impl FlashAttention {
         options: &ForwardOptions,
     ) -> Result<()> {
         let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse: None, options: *options };
-        self.launch(stream, &plan(&problem, self.multiprocessors)?)
+        self.run(stream, &problem)
     }
 
     /// As [`forward`](Self::forward), and also writes the f32 logsumexp of each query row
@@ -137,18 +174,80 @@ impl FlashAttention {
     ) -> Result<()> {
         let lse = Some(LseArg { address: lse.as_raw_ptr(), len: lse.len() });
         let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse, options: *options };
-        self.launch(stream, &plan(&problem, self.multiprocessors)?)
+        self.run(stream, &problem)
     }
 
     /// Enqueues a forward call described by raw device addresses.
     ///
+    /// Everything [`forward`](Self::forward) checks is still checked, and each tensor must lie
+    /// inside one device allocation of this context (asked of the driver).
+    ///
     /// # Safety
-    /// Every address in `problem` must point to device memory of the current context holding at
-    /// least the stated number of elements, which must stay allocated, and not be written by
-    /// anything else, until the kernel has finished. (Shapes, strides, alignment and overlap are
-    /// still checked.)
+    /// The memory must stay allocated, and the inputs must not be written by anything else,
+    /// until the kernel has finished; `len` fields must not overstate the caller's buffers.
     pub unsafe fn forward_raw(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
-        self.launch(stream, &plan(problem, self.multiprocessors)?)
+        self.run(stream, problem)
+    }
+
+    /// Validates `problem` (pure checks, then the context and every buffer against the driver)
+    /// and launches it.
+    fn run(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
+        let plan = plan(problem, self.multiprocessors)?;
+        self.check_device_memory(stream, problem)?;
+        self.launch(stream, &plan)
+    }
+
+    /// The current context and the stream's must be ours, and every buffer must lie inside one
+    /// device allocation of our context.
+    fn check_device_memory(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
+        if current_context()? != self.context {
+            return Err(Error::WrongContext { what: "current context" });
+        }
+        let mut stream_context = std::ptr::null_mut();
+        // SAFETY: a valid stream handle and out-pointer.
+        driver("cuStreamGetCtx", unsafe { cu::cuStreamGetCtx(stream.as_inner(), &mut stream_context) })?;
+        if ContextHandle(stream_context) != self.context {
+            return Err(Error::WrongContext { what: "stream's context" });
+        }
+        let tensors =
+            [(Operand::Q, &problem.q), (Operand::K, &problem.k), (Operand::V, &problem.v), (Operand::O, &problem.o)];
+        for (operand, t) in tensors {
+            // `plan` succeeded, so the extent is known not to overflow.
+            let bytes = t.layout.required_len().unwrap_or(0) as u64 * 2;
+            self.check_allocation(operand, t.address, bytes)?;
+        }
+        if let Some(lse) = problem.lse {
+            let [batch, heads, seq_q, _] = problem.q.layout.shape;
+            self.check_allocation(Operand::Lse, lse.address, (batch * heads * seq_q) as u64 * 4)?;
+        }
+        Ok(())
+    }
+
+    fn check_allocation(&self, operand: Operand, address: u64, bytes: u64) -> Result<()> {
+        let foreign = Error::ForeignMemory { operand, address };
+        let mut context: cu::CUcontext = std::ptr::null_mut();
+        // SAFETY: valid out-pointer of the attribute's type (CUcontext); any address may be asked.
+        let asked = unsafe {
+            cu::cuPointerGetAttribute(
+                &mut context as *mut cu::CUcontext as *mut c_void,
+                cu::CUpointer_attribute::CU_POINTER_ATTRIBUTE_CONTEXT,
+                address,
+            )
+        };
+        match asked {
+            cu::CUresult::CUDA_SUCCESS if ContextHandle(context) == self.context => {}
+            // Not memory the driver knows, or another context's.
+            cu::CUresult::CUDA_SUCCESS | cu::CUresult::CUDA_ERROR_INVALID_VALUE => return Err(foreign),
+            // Anything else (a sticky error of the context, say) is itself the answer.
+            code => return Err(Error::Driver { call: "cuPointerGetAttribute", code }),
+        }
+        let (mut base, mut size) = (0u64, 0usize);
+        // SAFETY: valid out-pointers; `address` is device memory of our context (checked above).
+        driver("cuMemGetAddressRange", unsafe { cu::cuMemGetAddressRange_v2(&mut base, &mut size, address) })?;
+        if address.saturating_add(bytes) > base.saturating_add(size as u64) {
+            return Err(Error::OutsideAllocation { operand, address, bytes });
+        }
+        Ok(())
     }
 
     fn launch(&self, stream: &Stream, plan: &LaunchPlan) -> Result<()> {
@@ -157,11 +256,12 @@ impl FlashAttention {
         let mut args = [&mut params as *mut _ as *mut c_void];
         let (x, y, z) = plan.grid;
         // SAFETY: `plan` was validated: grid, block and shared memory match the kernel's
-        // configuration, and every address in `params` covers what the kernel reads or writes.
-        // The parameter block matches the kernel's single by-value `AttentionParams` argument.
+        // configuration, and every address in `params` is memory of this context that covers
+        // what the kernel reads or writes. The parameter block matches the kernel's single
+        // by-value `AttentionParams` argument.
         driver("cuLaunchKernel", unsafe {
             cu::cuLaunchKernel(
-                function,
+                function.0,
                 x,
                 y,
                 z,
@@ -176,10 +276,18 @@ impl FlashAttention {
         })
     }
 
-    fn function(&self, kernel: &KernelInfo) -> cu::CUfunction {
+    fn function(&self, kernel: &KernelInfo) -> KernelFunction {
         let index = KERNELS.iter().position(|k| std::ptr::eq(k, kernel)).expect("plans name kernels from KERNELS");
         self.functions[index]
     }
+}
+
+/// The calling thread's current context.
+fn current_context() -> Result<ContextHandle> {
+    let mut context = std::ptr::null_mut();
+    // SAFETY: valid out-pointer.
+    driver("cuCtxGetCurrent", unsafe { cu::cuCtxGetCurrent(&mut context) })?;
+    Ok(ContextHandle(context))
 }
 
 fn arg(t: &AttnTensor<'_>) -> TensorArg {

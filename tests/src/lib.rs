@@ -70,7 +70,8 @@ pub struct Gpu {
     pub flash: FlashAttention,
     /// A non-blocking stream.
     pub stream: Stream,
-    _context: Context,
+    /// The device's primary context (make it current on other threads before using `flash`).
+    pub context: Context,
 }
 
 impl Gpu {
@@ -81,7 +82,7 @@ impl Gpu {
             cust::quick_init().expect("GPU tests need a CUDA device (they are #[ignore]d on CPU-only machines)");
         let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("stream");
         let flash = FlashAttention::new().expect("loading the FlashCore kernels");
-        Self { flash, stream, _context: context }
+        Self { flash, stream, context }
     }
 }
 
@@ -133,4 +134,35 @@ pub fn deviation(out: &[f16], layout: &TensorLayout, reference: &Reference<f64>)
         }
     }
     Deviation { max_abs, rel_l2: (err2 / ref2).sqrt(), non_finite }
+}
+
+/// A random layout for a logical `[b, h, s, d]` tensor: `[B,H,S,D]`, `[B,S,H,D]`, or `[B,H,S,D]`
+/// with random padding (multiples of 8 elements) after each row and each head.
+pub fn random_layout(rng: &mut StdRng, shape: [usize; 4]) -> TensorLayout {
+    let [b, h, s, d] = shape;
+    match rng.random_range(0..3) {
+        0 => TensorLayout::bhsd(b, h, s, d),
+        1 => TensorLayout::bshd(b, s, h, d),
+        _ => {
+            let row = d + 8 * rng.random_range(0..4);
+            let head = s * row + 8 * rng.random_range(0..4);
+            TensorLayout::new(shape, [h * head + 8 * rng.random_range(0..3), head, row, 1])
+        }
+    }
+}
+
+/// Reads a `[B,H,S,D]`-logical tensor out of `data` through `layout`, contiguous.
+pub fn gather(data: &[f16], layout: &TensorLayout) -> Vec<f16> {
+    let [b_n, h_n, s_n, d_n] = layout.shape;
+    let mut out = Vec::with_capacity(b_n * h_n * s_n * d_n);
+    for b in 0..b_n {
+        for h in 0..h_n {
+            for s in 0..s_n {
+                for d in 0..d_n {
+                    out.push(data[layout.offset(b, h, s, d)]);
+                }
+            }
+        }
+    }
+    out
 }
