@@ -123,56 +123,51 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let v_ptr = head_ptr(p.v, &p.v_strides, batch, head);
 
     let tiles = SharedTiles::carve(tile);
-    let load_kv = |block: usize| {
-        let stage = block % stages;
-        let row0 = block as u32 * kv_rows;
-        let valid = p.seq_k - row0;
-        // SAFETY: row0 < seq_k; rows past seq_k are zero-filled, not read.
-        unsafe {
-            let k_src = k_ptr.add((row0 * k_row_stride) as usize);
-            let v_src = v_ptr.add((row0 * v_row_stride) as usize);
-            tiles.k(stage).load_async(k_src, k_row_stride, valid, thread, tile.threads());
-            tiles.v(stage).load_async(v_src, v_row_stride, valid, thread, tile.threads());
-        }
-    };
-
-    // Prologue: Q rides in the group of K/V tile 0; one group per tile, committed even when empty
-    // so that "tile j has landed" is always "at most stages - 2 groups pending".
-    // SAFETY: q_start < seq_q, so at least one Q row is valid.
-    unsafe { tiles.q.load_async(q_ptr, q_row_stride, p.seq_q - q_start, thread, tile.threads()) };
-    for block in 0..stages - 1 {
-        if block < kv_blocks {
-            load_kv(block);
+    // Group g of `cp.async` copies holds K and V tile g (before them, one group holds Q). Every
+    // group is committed even when empty, so that at iteration j "tile j has landed" is always
+    // "at most stages - 2 groups pending", and a stage is refilled only after the barrier that
+    // follows its last reader.
+    let load_group = |g: usize| {
+        if g < kv_blocks {
+            let row0 = g as u32 * kv_rows;
+            // SAFETY: row0 < seq_k; rows past seq_k are zero-filled, not read.
+            unsafe {
+                let k_src = k_ptr.add((row0 * k_row_stride) as usize);
+                let v_src = v_ptr.add((row0 * v_row_stride) as usize);
+                tiles.k(g % stages).load_async(k_src, k_row_stride, p.seq_k - row0, thread, tile.threads());
+                tiles.v(g % stages).load_async(v_src, v_row_stride, p.seq_k - row0, thread, tile.threads());
+            }
         }
         arch::cp_async_commit();
+    };
+    // SAFETY: q_start < seq_q, so at least one Q row is valid.
+    unsafe { tiles.q.load_async(q_ptr, q_row_stride, p.seq_q - q_start, thread, tile.threads()) };
+    arch::cp_async_commit();
+    for g in 0..stages - 1 {
+        load_group(g);
     }
+    // Q's group has landed once at most stages - 1 are pending.
+    arch::cp_async_wait(stages - 1);
+    arch::sync_threads();
 
     let mut q_frags = C::QFrags::splat([0; 4]);
+    for i in 0..C::QFrags::LEN {
+        let (m, k_step) = (i / (tile.head_dim / 16), i % (tile.head_dim / 16));
+        // SAFETY: converged warp; the warp's rows are inside the Q tile.
+        q_frags[i] = unsafe { tiles.q.load_a(warp_row0 + 16 * m, k_step) };
+    }
     let mut out = C::Output::splat([0.0; 4]);
     let mut rows = RowState::<C> { max: C::RowValues::splat(f32::NEG_INFINITY), sum: C::RowValues::splat(0.0) };
+    let first_row = q_start + warp_row0 as u32;
 
     for block in 0..kv_blocks {
         arch::cp_async_wait(stages - 2);
-        // After this barrier tile `block` is visible to all, and every warp is done with the
-        // stage that the refill below overwrites (it held tile `block - 1`).
         arch::sync_threads();
-        if block + stages - 1 < kv_blocks {
-            load_kv(block + stages - 1);
-        }
-        arch::cp_async_commit();
+        load_group(block + stages - 1);
 
-        if block == 0 {
-            for i in 0..C::QFrags::LEN {
-                let (m, k_step) = (i / (tile.head_dim / 16), i % (tile.head_dim / 16));
-                // SAFETY: converged warp; the warp's rows are inside the Q tile.
-                q_frags[i] = unsafe { tiles.q.load_a(warp_row0 + 16 * m, k_step) };
-            }
-        }
         let stage = block % stages;
-        let kv_start = block as u32 * kv_rows;
-
         let mut scores = q_k_transposed::<C>(&tiles.q, &q_frags, &tiles.k(stage), warp_row0);
-        let first_row = q_start + warp_row0 as u32;
+        let kv_start = block as u32 * kv_rows;
         // Only tiles that hold keys past the end or above the diagonal pay for the mask (the
         // test is uniform per warp).
         if kv_start + kv_rows > p.seq_k || (C::CAUSAL && kv_start + kv_rows - 1 > first_row) {
