@@ -25,6 +25,34 @@ fn main() {
     };
     std::fs::copy(&ptx, out_dir.join(PTX_NAME))
         .unwrap_or_else(|e| panic!("copying the kernel PTX from {}: {e}", ptx.display()));
+    report_resources(&ptx);
+}
+
+/// The kernel author's loop: when `ptxas` is available (`FLASHCORE_PTXAS`, or on `PATH`, e.g.
+/// from PyPI's `nvidia-cuda-nvcc`), print each kernel's registers, stack and spills for sm_80,
+/// sm_89 and sm_90 as build warnings, so the cost of an edit shows at once. Without ptxas,
+/// nothing is printed (on a GPU, `FlashAttention::kernel_resources` reports the driver's view).
+fn report_resources(ptx: &Path) {
+    println!("cargo:rerun-if-env-changed=FLASHCORE_PTXAS");
+    let ptxas = env::var_os("FLASHCORE_PTXAS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("ptxas"));
+    for arch in ["sm_80", "sm_89", "sm_90"] {
+        let Ok(output) = Command::new(&ptxas).args(["-v", "-arch", arch, "-o", "/dev/null"]).arg(ptx).output() else {
+            return;
+        };
+        let log = String::from_utf8_lossy(&output.stderr);
+        let mut kernel = String::new();
+        let mut frame = String::new();
+        for line in log.lines() {
+            if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+                kernel = rest.split('\'').next().unwrap_or("").to_string();
+            } else if line.contains("bytes stack frame") {
+                frame = line.rsplit(':').next().unwrap_or("").trim().to_string();
+            } else if let Some(used) = line.split("Used ").nth(1) {
+                let registers = used.split(' ').next().unwrap_or("?");
+                println!("cargo:warning={arch} {kernel}: {registers} registers; {frame}");
+            }
+        }
+    }
 }
 
 fn build_kernels(out_dir: &Path) -> PathBuf {

@@ -23,6 +23,12 @@ fn main() {
     };
     let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("stream");
     let flash = FlashAttention::new().expect("loading the kernels");
+    for r in flash.kernel_resources().expect("kernel attributes") {
+        println!(
+            "{}: {} registers, {} B local (stack+spills), {} B shared",
+            r.kernel.name, r.registers, r.local_bytes, r.shared_bytes
+        );
+    }
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1500))

@@ -60,6 +60,19 @@ pub struct FlashAttention {
     multiprocessors: usize,
 }
 
+/// Resources of one kernel on the device ([`FlashAttention::kernel_resources`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelResources {
+    /// The kernel.
+    pub kernel: &'static KernelInfo,
+    /// Registers per thread.
+    pub registers: usize,
+    /// Local memory per thread in bytes: stack frame and register spills (0 is the goal).
+    pub local_bytes: usize,
+    /// Dynamic shared memory per CTA in bytes.
+    pub shared_bytes: usize,
+}
+
 /// A kernel handle of the loaded module.
 #[derive(Clone, Copy, Debug)]
 struct KernelFunction(cu::CUfunction);
@@ -121,6 +134,30 @@ impl FlashAttention {
     /// The compute capability (major, minor) of the device the kernels were loaded for.
     pub fn compute_capability(&self) -> (i32, i32) {
         self.compute_capability
+    }
+
+    /// What each kernel costs on this device, as the driver compiled it: registers per thread,
+    /// local memory (stack and spills) per thread, and shared memory per CTA.
+    pub fn kernel_resources(&self) -> Result<Vec<KernelResources>> {
+        let attribute = |function: KernelFunction, attribute| -> Result<usize> {
+            let mut value = 0i32;
+            // SAFETY: a function handle of our loaded module and a valid out-pointer.
+            driver("cuFuncGetAttribute", unsafe { cu::cuFuncGetAttribute(&mut value, attribute, function.0) })?;
+            Ok(value as usize)
+        };
+        use cu::CUfunction_attribute::*;
+        KERNELS
+            .iter()
+            .zip(&self.functions)
+            .map(|(kernel, &function)| {
+                Ok(KernelResources {
+                    kernel,
+                    registers: attribute(function, CU_FUNC_ATTRIBUTE_NUM_REGS)?,
+                    local_bytes: attribute(function, CU_FUNC_ATTRIBUTE_LOCAL_SIZE_BYTES)?,
+                    shared_bytes: kernel.tile.smem_bytes(),
+                })
+            })
+            .collect()
     }
 
     /// The number of multiprocessors (SMs) of the device.

@@ -31,7 +31,7 @@ mod tensor;
 pub mod timing;
 
 pub use error::{Dim, Error, Operand, Result};
-pub use flash::FlashAttention;
+pub use flash::{FlashAttention, KernelResources};
 pub use kernels::SUPPORTED_HEAD_DIMS;
 pub use options::ForwardOptions;
 pub use tensor::{AttnTensor, AttnTensorMut, TensorLayout};

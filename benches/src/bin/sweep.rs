@@ -1,0 +1,40 @@
+//! Sequence-length sweep for the README's plot: B·S = 16 384 tokens, 16 heads, head dims 64 and
+//! 128, S from 512 to 16 384, causal and not; prints the bench's Markdown table (graph-timed)
+//! and the `--shapes` argument for `sdpa_baseline.py` to time the same shapes.
+
+use cust::prelude::*;
+use flashcore::{FlashAttention, ForwardOptions};
+use flashcore_benches::{device_name, print_table, time_both, Row, Shape, Workload};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let _context = match cust::quick_init() {
+        Ok(context) => context,
+        Err(e) => {
+            eprintln!("no CUDA device ({e}): the sweep needs an NVIDIA GPU (sm_80 or newer)");
+            std::process::exit(2);
+        }
+    };
+    let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
+    let flash = FlashAttention::new()?;
+    let mut shapes = Vec::new();
+    for head_dim in [64, 128] {
+        for seq in [512, 1024, 2048, 4096, 8192, 16384] {
+            shapes.push(Shape::new(16384 / seq, 16, seq, head_dim));
+        }
+    }
+    let mut rows = Vec::new();
+    for (i, shape) in shapes.iter().enumerate() {
+        let mut workload = Workload::new(*shape, 500 + i as u64)?;
+        for causal in [false, true] {
+            let options = ForwardOptions::new().causal(causal);
+            let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
+            let kernel = workload.kernel(&flash, &options).name.to_string();
+            rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
+        }
+    }
+    print_table(&device_name(), &rows);
+    let spec: Vec<String> =
+        shapes.iter().map(|s| format!("{},{},{},{}", s.batch, s.heads, s.seq, s.head_dim)).collect();
+    println!("\nsdpa_baseline.py --shapes \"{}\"", spec.join(";"));
+    Ok(())
+}
