@@ -108,19 +108,24 @@ impl Workload {
         )
     }
 
-    /// The kernel a call with `options` runs on `flash`'s device.
+    /// The kernel a call with `options` runs on `flash`'s device (autotuning applied).
     pub fn kernel(&self, flash: &FlashAttention, options: &ForwardOptions) -> &'static flashcore::kernels::KernelInfo {
-        let s = self.shape;
-        let forced = options.forced_q_tile_rows();
-        flashcore::kernels::select(
-            s.head_dim,
-            options.is_causal(),
-            s.batch * s.heads,
-            s.seq,
-            flash.multiprocessors(),
-            forced,
-        )
-        .expect("bench configurations exist")
+        let layout = self.shape.layout();
+        let arg = |b: &DeviceBuffer<f16>| flashcore::plan::TensorArg {
+            address: b.as_device_ptr().as_raw(),
+            len: b.len(),
+            layout,
+        };
+        let [q, k, v] = &self.inputs[0];
+        let problem = flashcore::plan::ForwardProblem {
+            q: arg(q),
+            k: arg(k),
+            v: arg(v),
+            o: arg(&self.out),
+            lse: None,
+            options: *options,
+        };
+        flash.selected_kernel(&problem).expect("bench configurations exist")
     }
 
     /// Input set 0 and the output, copied to the host.

@@ -202,6 +202,14 @@ pub enum Error {
         /// Bytes its layout reaches.
         bytes: u64,
     },
+    /// The autotuning results could not be written to the cache.
+    #[error("writing the tuning cache {path}: {source}")]
+    TuningCache {
+        /// The cache file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// The CUDA driver reported an error through `cust` (for example a failed kernel, which
     /// makes the context unusable: a sticky error).
     #[error("CUDA error {0:?}: {0}")]

@@ -9,11 +9,20 @@ use cust::module::Module;
 use cust::prelude::Stream;
 use cust::sys as cu;
 
+use std::sync::RwLock;
+
+use cust::memory::DeviceBuffer;
+use half::f16;
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::error::{driver, Error, Operand, Result};
 use crate::kernels::{check_device, KernelInfo, KERNELS, PTX};
 use crate::options::ForwardOptions;
 use crate::plan::{plan, ForwardProblem, LaunchPlan, LseArg, TensorArg};
 use crate::tensor::{AttnTensor, AttnTensorMut};
+use crate::timing;
+use crate::tuning::{cache_path, TuningKey, TuningResult, TuningTable};
+use crate::TensorLayout;
 
 /// FlashCore's kernels, loaded into the CUDA context that was current when it was created.
 ///
@@ -58,6 +67,8 @@ pub struct FlashAttention {
     context: ContextHandle,
     compute_capability: (i32, i32),
     multiprocessors: usize,
+    device_name: String,
+    tuning: RwLock<TuningTable>,
 }
 
 /// Resources of one kernel on the device ([`FlashAttention::kernel_resources`]).
@@ -128,7 +139,18 @@ impl FlashAttention {
             })?;
             functions.push(KernelFunction(function));
         }
-        Ok(Self { _module: module, functions, context, compute_capability: (major, minor), multiprocessors })
+        let device_name = device.name()?;
+        // A cache from an earlier `autotune` on this device and these kernels, if any.
+        let tuning = cache_path(&device_name).and_then(|path| TuningTable::load(&path).ok()).unwrap_or_default();
+        Ok(Self {
+            _module: module,
+            functions,
+            context,
+            compute_capability: (major, minor),
+            multiprocessors,
+            device_name,
+            tuning: RwLock::new(tuning),
+        })
     }
 
     /// The compute capability (major, minor) of the device the kernels were loaded for.
@@ -158,6 +180,89 @@ impl FlashAttention {
                 })
             })
             .collect()
+    }
+
+    /// Times every tile configuration on `stream` for each `[batch, heads, seq, head_dim]` in
+    /// `shapes`, causal and not, and from then on uses the fastest for problems of the same
+    /// class ([`TuningKey`]); the table is saved under the user's cache directory (and loaded by
+    /// later [`new`](Self::new) calls on this device). `show_progress` draws a progress bar on
+    /// the terminal. Inputs are pseudo-random; timing is per call in a CUDA graph.
+    pub fn autotune(&self, stream: &Stream, shapes: &[[usize; 4]], show_progress: bool) -> Result<Vec<TuningResult>> {
+        let candidates = |head_dim: usize, causal: bool| -> Vec<usize> {
+            KERNELS
+                .iter()
+                .filter(|k| k.tile.head_dim == head_dim && k.causal == causal)
+                .map(|k| k.tile.q_tile_rows)
+                .collect()
+        };
+        let total: usize = shapes.iter().map(|s| candidates(s[3], false).len() + candidates(s[3], true).len()).sum();
+        let bar = if show_progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
+        if let Ok(style) = ProgressStyle::with_template("autotune [{bar:30}] {pos}/{len} {msg}") {
+            bar.set_style(style);
+        }
+        let mut results = Vec::new();
+        for &shape in shapes {
+            let [batch, heads, seq, head_dim] = shape;
+            let layout = TensorLayout::bhsd(batch, heads, seq, head_dim);
+            let n = layout.required_len().ok_or(Error::TooLarge {
+                operand: Operand::Q,
+                what: "the element count",
+                limit: usize::MAX as u64,
+            })?;
+            let [q, k, v] = [1u64, 2, 3].map(|seed| DeviceBuffer::from_slice(&pseudo_random_f16(n, seed)));
+            let (q, k, v) = (q?, k?, v?);
+            let mut o = DeviceBuffer::from_slice(&vec![f16::ZERO; n])?;
+            for causal in [false, true] {
+                let mut micros = Vec::new();
+                for rows in candidates(head_dim, causal) {
+                    bar.set_message(format!("{shape:?} causal={causal} q_tile_rows={rows}"));
+                    let options = ForwardOptions::new().causal(causal).q_tile_rows(rows);
+                    let (tq, tk, tv) =
+                        (AttnTensor::new(&q, layout), AttnTensor::new(&k, layout), AttnTensor::new(&v, layout));
+                    let us = timing::graph_per_call(stream, 10, 5, |_| {
+                        self.forward(stream, &tq, &tk, &tv, &mut AttnTensorMut::new(&mut o, layout), &options)
+                    })?;
+                    micros.push((rows, us));
+                    bar.inc(1);
+                }
+                let Some(&(chosen, _)) = micros.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
+                write(&self.tuning).insert(TuningKey::new(head_dim, causal, batch * heads, seq), chosen);
+                results.push(TuningResult { shape, causal, micros, chosen });
+            }
+        }
+        bar.finish_and_clear();
+        if let Some(path) = cache_path(&self.device_name) {
+            read(&self.tuning).save(&path).map_err(|e| Error::TuningCache { path, source: e })?;
+        }
+        Ok(results)
+    }
+
+    /// The measured choices in use (from [`autotune`](Self::autotune) or the cache).
+    pub fn tuning(&self) -> TuningTable {
+        read(&self.tuning).clone()
+    }
+
+    /// The kernel a call of `problem` would launch (validating it as the call would, tuning
+    /// applied).
+    pub fn selected_kernel(&self, problem: &ForwardProblem) -> Result<&'static KernelInfo> {
+        Ok(plan(&self.tuned(problem), self.multiprocessors)?.kernel)
+    }
+
+    /// `problem` with its tile height taken from the tuning table, unless forced or unknown.
+    fn tuned(&self, problem: &ForwardProblem) -> ForwardProblem {
+        let mut problem = *problem;
+        let options = problem.options;
+        let [batch, heads, seq_q, head_dim] = problem.q.layout.shape;
+        if options.forced_q_tile_rows().is_none() {
+            let key = TuningKey::new(head_dim, options.is_causal(), batch.saturating_mul(heads), seq_q);
+            if let Some(rows) = read(&self.tuning).get(&key) {
+                let exists = KERNELS.iter().any(|k| k.tile.head_dim == head_dim && k.tile.q_tile_rows == rows);
+                if exists {
+                    problem.options = options.q_tile_rows(rows);
+                }
+            }
+        }
+        problem
     }
 
     /// The number of multiprocessors (SMs) of the device.
@@ -229,6 +334,7 @@ impl FlashAttention {
     /// Validates `problem` (pure checks, then the context and every buffer against the driver)
     /// and launches it.
     fn run(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
+        let problem = &self.tuned(problem);
         let plan = plan(problem, self.multiprocessors)?;
         self.check_device_memory(stream, problem)?;
         self.launch(stream, &plan)
@@ -317,6 +423,31 @@ impl FlashAttention {
         let index = KERNELS.iter().position(|k| std::ptr::eq(k, kernel)).expect("plans name kernels from KERNELS");
         self.functions[index]
     }
+}
+
+/// The tuning table for reading; a panic elsewhere cannot leave it half-written (entries are
+/// inserted whole), so a poisoned lock is still usable.
+fn read(table: &RwLock<TuningTable>) -> std::sync::RwLockReadGuard<'_, TuningTable> {
+    table.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The tuning table for writing (see [`read`]).
+fn write(table: &RwLock<TuningTable>) -> std::sync::RwLockWriteGuard<'_, TuningTable> {
+    table.write().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `n` f16 values spread over [-2, 2) from a xorshift generator: realistic data for timing
+/// (zeros run faster than real data), not for statistics.
+fn pseudo_random_f16(n: usize, seed: u64) -> Vec<f16> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            f16::from_f32((state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0)
+        })
+        .collect()
 }
 
 /// The calling thread's current context.

@@ -29,6 +29,7 @@ pub mod plan;
 pub mod reference;
 mod tensor;
 pub mod timing;
+pub mod tuning;
 
 pub use error::{Dim, Error, Operand, Result};
 pub use flash::{FlashAttention, KernelResources};

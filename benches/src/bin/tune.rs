@@ -1,0 +1,30 @@
+//! Autotunes FlashCore on this GPU for the benchmark's shapes (progress bar on the terminal) and
+//! saves the choices under the user's cache directory, where every later `FlashAttention::new`
+//! on this device finds them. Prints each measured candidate.
+
+use cust::prelude::*;
+use flashcore::FlashAttention;
+use flashcore_benches::{device_name, BENCH_SHAPES};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let _context = match cust::quick_init() {
+        Ok(context) => context,
+        Err(e) => {
+            eprintln!("no CUDA device ({e}): autotuning needs an NVIDIA GPU (sm_80 or newer)");
+            std::process::exit(2);
+        }
+    };
+    let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
+    let flash = FlashAttention::new()?;
+    let shapes: Vec<[usize; 4]> = BENCH_SHAPES.iter().map(|s| [s.batch, s.heads, s.seq, s.head_dim]).collect();
+    let results = flash.autotune(&stream, &shapes, true)?;
+    println!("autotuned on {}; µs per call (CUDA graph) per query rows per CTA:", device_name());
+    for r in &results {
+        let candidates: Vec<String> = r.micros.iter().map(|(rows, us)| format!("{rows}: {us:.1}")).collect();
+        println!("  {:?} causal={:<5} -> {} rows   ({})", r.shape, r.causal, r.chosen, candidates.join(", "));
+    }
+    if let Some(path) = flashcore::tuning::cache_path(&device_name()) {
+        println!("saved to {}", path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Autotuning on the GPU: measures every candidate, keeps the fastest, uses it afterwards, and
+//! caches it for the next instance. Own binary: it points the user cache directory at a
+//! temporary one. Needs a GPU: `#[ignore]`d.
+
+use cust::memory::DeviceBuffer;
+use flashcore::plan::{ForwardProblem, TensorArg};
+use flashcore::tuning::TuningKey;
+use flashcore::{FlashAttention, ForwardOptions, TensorLayout};
+use flashcore_tests::Gpu;
+use half::f16;
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn autotune_measures_keeps_the_fastest_and_caches_it() {
+    let cache = std::env::temp_dir().join(format!("flashcore-gpu-tuning-{}", std::process::id()));
+    std::env::set_var("XDG_CACHE_HOME", &cache);
+    let gpu = Gpu::new();
+    let shapes = [[16, 16, 512, 64], [2, 4, 300, 128]];
+    let results = gpu.flash.autotune(&gpu.stream, &shapes, false).expect("autotune");
+    assert_eq!(results.len(), 4);
+    for r in &results {
+        println!("{:?} causal={} -> {} ({:?})", r.shape, r.causal, r.chosen, r.micros);
+        assert_eq!(r.micros.len(), 2, "both tile heights measured");
+        let fastest = r.micros.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
+        assert_eq!(r.chosen, fastest);
+        let [b, h, s, d] = r.shape;
+        assert_eq!(gpu.flash.tuning().get(&TuningKey::new(d, r.causal, b * h, s)), Some(r.chosen));
+        // The next call on this problem class launches the chosen configuration.
+        let layout = TensorLayout::bhsd(b, h, s, d);
+        let buf = DeviceBuffer::from_slice(&vec![f16::ONE; layout.required_len().unwrap()]).unwrap();
+        let out = DeviceBuffer::from_slice(&vec![f16::ZERO; layout.required_len().unwrap()]).unwrap();
+        let arg = |b: &DeviceBuffer<f16>| TensorArg { address: b.as_device_ptr().as_raw(), len: b.len(), layout };
+        let problem = ForwardProblem {
+            q: arg(&buf),
+            k: arg(&buf),
+            v: arg(&buf),
+            o: arg(&out),
+            lse: None,
+            options: ForwardOptions::new().causal(r.causal),
+        };
+        assert_eq!(gpu.flash.selected_kernel(&problem).unwrap().tile.q_tile_rows, r.chosen);
+    }
+    // A new instance on this device finds the table in the cache.
+    let again = FlashAttention::new().unwrap();
+    assert_eq!(again.tuning(), gpu.flash.tuning());
+    std::fs::remove_dir_all(&cache).unwrap();
+}
