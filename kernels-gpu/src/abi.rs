@@ -92,14 +92,18 @@ impl TileConfig {
     /// Whether the parameters are internally consistent (checked at compile time in the kernels
     /// and by a host test).
     pub const fn is_consistent(&self) -> bool {
+        // 16-byte chunks per row; the XOR swizzle permutes aligned groups of 8 chunks.
+        let chunks_per_row = self.head_dim / 8;
         self.q_tile_rows == 16 * self.m_tiles * self.warps
             && self.m_tiles >= 1
             && self.m_tiles <= 4
             && self.kv_tile_rows % 16 == 0
-            && self.head_dim % 32 == 0
-            && self.head_dim >= 64
+            && self.head_dim % 64 == 0
             && self.stages >= 2
             && self.stages <= 4
+            // Cooperative copies give every thread the same number of chunks.
+            && (self.q_tile_rows * chunks_per_row) % self.threads() == 0
+            && (self.kv_tile_rows * chunks_per_row) % self.threads() == 0
     }
 }
 
