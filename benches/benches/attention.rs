@@ -11,16 +11,10 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use cust::prelude::*;
 use flashcore::timing::time_per_call;
 use flashcore::{kernels, FlashAttention, ForwardOptions};
-use flashcore_benches::{device_name, print_table, time_both, Row, Workload, BENCH_SHAPES};
+use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Workload, BENCH_SHAPES};
 
 fn main() {
-    let _context = match cust::quick_init() {
-        Ok(context) => context,
-        Err(e) => {
-            eprintln!("no CUDA device ({e}): the FlashCore benchmark needs an NVIDIA GPU (sm_80 or newer)");
-            std::process::exit(1);
-        }
-    };
+    let _context = gpu_context_or_exit("the FlashCore benchmark");
     let stream = Stream::new(StreamFlags::NON_BLOCKING, None).expect("stream");
     let flash = FlashAttention::new().expect("loading the kernels");
     for r in flash.kernel_resources().expect("kernel attributes") {

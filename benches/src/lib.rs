@@ -195,3 +195,15 @@ pub fn device_name() -> String {
         .and_then(|d| d.name())
         .unwrap_or_else(|e| format!("unknown device ({e})"))
 }
+
+/// A CUDA context on device 0, or — where no GPU is usable — a message saying so on stderr and
+/// exit status 2 (`program` names what needed the GPU). The context must be kept alive.
+pub fn gpu_context_or_exit(program: &str) -> cust::context::Context {
+    cust::quick_init().unwrap_or_else(|e| {
+        eprintln!(
+            "{program} needs an NVIDIA GPU (compute capability 8.0 or newer) and its driver; none is usable \
+             here (CUDA: {e}). Nothing was run."
+        );
+        std::process::exit(2)
+    })
+}

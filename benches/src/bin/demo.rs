@@ -4,22 +4,13 @@
 use cust::prelude::*;
 use flashcore::reference::{attention_f64, HostTensor};
 use flashcore::{FlashAttention, ForwardOptions};
-use flashcore_benches::{device_name, print_table, time_both, Row, Shape, Workload};
+use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Shape, Workload};
 
 const SHAPES: [Shape; 4] =
     [Shape::new(1, 8, 512, 64), Shape::new(4, 8, 256, 64), Shape::new(1, 8, 512, 128), Shape::new(8, 16, 2048, 64)];
 
 fn main() {
-    let _context = match cust::quick_init() {
-        Ok(context) => context,
-        Err(e) => {
-            eprintln!(
-                "FlashCore needs an NVIDIA GPU (compute capability 8.0 or newer) and its driver; \
-                 none is usable here (CUDA: {e}). Nothing was run."
-            );
-            std::process::exit(2);
-        }
-    };
+    let _context = gpu_context_or_exit("FlashCore");
     if let Err(e) = run() {
         eprintln!("error: {e}");
         std::process::exit(1);

@@ -4,16 +4,10 @@
 
 use cust::prelude::*;
 use flashcore::{FlashAttention, ForwardOptions};
-use flashcore_benches::{device_name, print_table, time_both, Row, Shape, Workload};
+use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Shape, Workload};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let _context = match cust::quick_init() {
-        Ok(context) => context,
-        Err(e) => {
-            eprintln!("no CUDA device ({e}): the sweep needs an NVIDIA GPU (sm_80 or newer)");
-            std::process::exit(2);
-        }
-    };
+    let _context = gpu_context_or_exit("the sweep");
     let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
     let flash = FlashAttention::new()?;
     let mut shapes = Vec::new();

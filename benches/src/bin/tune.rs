@@ -4,16 +4,10 @@
 
 use cust::prelude::*;
 use flashcore::FlashAttention;
-use flashcore_benches::{device_name, BENCH_SHAPES};
+use flashcore_benches::{device_name, gpu_context_or_exit, BENCH_SHAPES};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let _context = match cust::quick_init() {
-        Ok(context) => context,
-        Err(e) => {
-            eprintln!("no CUDA device ({e}): autotuning needs an NVIDIA GPU (sm_80 or newer)");
-            std::process::exit(2);
-        }
-    };
+    let _context = gpu_context_or_exit("autotuning");
     let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
     let flash = FlashAttention::new()?;
     let shapes: Vec<[usize; 4]> = BENCH_SHAPES.iter().map(|s| [s.batch, s.heads, s.seq, s.head_dim]).collect();
