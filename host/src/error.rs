@@ -138,13 +138,14 @@ pub enum Error {
         /// The tensor it overlaps.
         input: Operand,
     },
-    /// Causal attention currently needs as many queries as keys.
-    #[error("causal attention needs seq_len of Q ({seq_q}) equal to that of K ({seq_k})")]
-    CausalLengthMismatch {
-        /// Query rows.
-        seq_q: usize,
-        /// Key rows.
-        seq_k: usize,
+    /// K and V have a head count that does not divide Q's (GQA/MQA needs Q heads to be a multiple
+    /// of K/V heads).
+    #[error("Q has {q_heads} heads, not a multiple of K/V's {kv_heads}")]
+    HeadsNotDivisible {
+        /// Query heads.
+        q_heads: usize,
+        /// Key/value heads.
+        kv_heads: usize,
     },
     /// No kernel has the forced tile configuration.
     #[error("no kernel with {q_tile_rows} query rows per CTA for head_dim {head_dim}")]

@@ -20,8 +20,9 @@ impl ForwardOptions {
         Self { causal: false, softmax_scale: None, q_tile_rows: None }
     }
 
-    /// Causal masking: query row `i` attends to keys `0..=i` (top-left aligned; needs as many
-    /// queries as keys).
+    /// Causal masking, aligned to the bottom-right corner as in FlashAttention ≥ 2.1: query row
+    /// `i` attends to keys `0..=i + seq_k - seq_q` (with equal lengths, `0..=i`). A row that sees
+    /// no key (only when `seq_q > seq_k`) gets output 0 and logsumexp −∞.
     pub const fn causal(mut self, causal: bool) -> Self {
         self.causal = causal;
         self

@@ -162,27 +162,30 @@ pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPl
             seq_q: seq_q as u32,
             seq_k: seq_k as u32,
             heads: heads as u32,
+            kv_group: (heads / k.layout.heads()) as u32,
             scale_log2: scale * std::f32::consts::LOG2_E,
         },
     })
 }
 
 /// Checks the inputs' shapes against each other and the options: no zero dimension, contiguous
-/// head dimensions, a supported head dimension, K and V matching Q, causal lengths, a finite
-/// positive scale.
+/// head dimensions, a supported head dimension, K and V matching Q in batch and head dim and each
+/// other in everything, Q heads a multiple of K/V heads (GQA/MQA), a finite positive scale.
+/// Sequence lengths of Q and K/V may differ, causal or not (the causal mask is aligned to the
+/// bottom-right corner).
 pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, options: &ForwardOptions) -> Result<()> {
     for (operand, layout) in [(Operand::Q, q), (Operand::K, k), (Operand::V, v)] {
         check_dims(operand, layout)?;
     }
-    let [batch, heads, seq_q, head_dim] = q.shape;
+    let [batch, heads, _, head_dim] = q.shape;
     if !kernels::SUPPORTED_HEAD_DIMS.contains(&head_dim) {
         return Err(Error::UnsupportedHeadDim(head_dim));
     }
-    let seq_k = k.seq_len();
-    check_shape(Operand::K, k, [batch, heads, seq_k, head_dim])?;
-    check_shape(Operand::V, v, [batch, heads, seq_k, head_dim])?;
-    if options.is_causal() && seq_q != seq_k {
-        return Err(Error::CausalLengthMismatch { seq_q, seq_k });
+    let [_, kv_heads, seq_k, _] = k.shape;
+    check_shape(Operand::K, k, [batch, kv_heads, seq_k, head_dim])?;
+    check_shape(Operand::V, v, [batch, kv_heads, seq_k, head_dim])?;
+    if heads % kv_heads != 0 {
+        return Err(Error::HeadsNotDivisible { q_heads: heads, kv_heads });
     }
     let scale = options.scale_for(head_dim);
     if !(scale.is_finite() && scale > 0.0) {

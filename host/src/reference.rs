@@ -106,7 +106,8 @@ fn attention<T: Copy + Into<f64>, F: Real>(
         }
     }
     let [batch, heads, seq_q, head_dim] = q.layout.shape;
-    let seq_k = k.layout.seq_len();
+    let [_, kv_heads, seq_k, _] = k.layout.shape;
+    let group = heads / kv_heads;
     let scale = F::of(options.scale_for(head_dim) as f64);
     let at = |t: &HostTensor<'_, T>, b, h, s, d| F::of(t.data[t.layout.offset(b, h, s, d)].into());
 
@@ -115,13 +116,22 @@ fn attention<T: Copy + Into<f64>, F: Real>(
     let mut scores = vec![F::ZERO; seq_k];
     for b in 0..batch {
         for h in 0..heads {
+            let hk = h / group;
             for i in 0..seq_q {
-                let visible = if options.is_causal() { (i + 1).min(seq_k) } else { seq_k };
+                // Causal: bottom-right aligned, row i sees keys 0..=i + seq_k - seq_q.
+                let visible =
+                    if options.is_causal() { (i + 1 + seq_k).saturating_sub(seq_q).min(seq_k) } else { seq_k };
+                if visible == 0 {
+                    // No key to attend to: output 0 and logsumexp -inf, as FlashAttention.
+                    out.extend(std::iter::repeat_n(F::ZERO, head_dim));
+                    lse.push(F::NEG_INFINITY);
+                    continue;
+                }
                 let mut max = F::NEG_INFINITY;
                 for (j, score) in scores.iter_mut().enumerate().take(visible) {
                     let mut dot = F::ZERO;
                     for d in 0..head_dim {
-                        dot = dot + at(&q, b, h, i, d) * at(&k, b, h, j, d);
+                        dot = dot + at(&q, b, h, i, d) * at(&k, b, hk, j, d);
                     }
                     *score = dot * scale;
                     if *score > max {
@@ -136,7 +146,7 @@ fn attention<T: Copy + Into<f64>, F: Real>(
                 for d in 0..head_dim {
                     let mut acc = F::ZERO;
                     for (j, &p) in scores[..visible].iter().enumerate() {
-                        acc = acc + p * at(&v, b, h, j, d);
+                        acc = acc + p * at(&v, b, hk, j, d);
                     }
                     out.push(acc / sum);
                 }

@@ -23,9 +23,9 @@ pub struct Strides {
 pub struct AttentionParams {
     /// Device address of Q (f16), `[batch, heads, seq_q, head_dim]` through `q_strides`.
     pub q: u64,
-    /// Device address of K (f16), `[batch, heads, seq_k, head_dim]` through `k_strides`.
+    /// Device address of K (f16), `[batch, heads / kv_group, seq_k, head_dim]` through `k_strides`.
     pub k: u64,
-    /// Device address of V (f16), `[batch, heads, seq_k, head_dim]` through `v_strides`.
+    /// Device address of V (f16), `[batch, heads / kv_group, seq_k, head_dim]` through `v_strides`.
     pub v: u64,
     /// Device address of O (f16), `[batch, heads, seq_q, head_dim]` through `o_strides`.
     pub o: u64,
@@ -43,8 +43,11 @@ pub struct AttentionParams {
     pub seq_q: u32,
     /// Number of key/value rows per (batch, head).
     pub seq_k: u32,
-    /// Number of heads (the grid's y dimension).
+    /// Number of query heads (the grid's y dimension).
     pub heads: u32,
+    /// Query heads per K/V head (GQA/MQA; 1 without): query head `h` reads K/V head
+    /// `h / kv_group`.
+    pub kv_group: u32,
     /// Softmax scale multiplied by log2(e): the kernels work in base 2 (`ex2`).
     pub scale_log2: f32,
 }

@@ -112,15 +112,22 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let q_blocks = p.seq_q.div_ceil(q_rows);
     let q_block = if C::CAUSAL { q_blocks - 1 - block_x } else { block_x };
     let q_start = q_block * q_rows;
-    let kv_end = if C::CAUSAL { p.seq_k.min(q_start + q_rows) } else { p.seq_k };
+    // Causal masks are aligned to the bottom-right corner (as FlashAttention >= 2.1): query row i
+    // sees keys 0..=i + shift. With seq_q > seq_k the first rows see no key at all.
+    // (The host bounds both lengths by 2^31 / head_dim, so i32 holds every value below.)
+    let shift = p.seq_k as i32 - p.seq_q as i32;
+    let kv_end =
+        if C::CAUSAL { (q_start as i32 + q_rows as i32 + shift).max(0).min(p.seq_k as i32) as u32 } else { p.seq_k };
     let kv_blocks = kv_end.div_ceil(kv_rows) as usize;
 
     let q_row_stride = p.q_strides.row as u32;
     let (k_row_stride, v_row_stride) = (p.k_strides.row as u32, p.v_strides.row as u32);
     // SAFETY: q_start < seq_q, and the host checked that every row of every head is in bounds.
     let q_ptr = unsafe { head_ptr(p.q, &p.q_strides, batch, head).add((q_start * q_row_stride) as usize) };
-    let k_ptr = head_ptr(p.k, &p.k_strides, batch, head);
-    let v_ptr = head_ptr(p.v, &p.v_strides, batch, head);
+    // kv_group >= 1 (host-validated); `max` lets the compiler drop its division-by-zero panic.
+    let kv_head = head / p.kv_group.max(1);
+    let k_ptr = head_ptr(p.k, &p.k_strides, batch, kv_head);
+    let v_ptr = head_ptr(p.v, &p.v_strides, batch, kv_head);
 
     let tiles = SharedTiles::carve(tile);
     // Group g of `cp.async` copies holds K and V tile g (before them, one group holds Q). Every
@@ -159,6 +166,8 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let mut out = C::Output::splat([0.0; 4]);
     let mut rows = RowState::<C> { max: C::RowValues::splat(f32::NEG_INFINITY), sum: C::RowValues::splat(0.0) };
     let first_row = q_start + warp_row0 as u32;
+    // The last key the warp's first row sees, under the causal mask.
+    let first_row_limit = first_row as i32 + shift;
 
     for block in 0..kv_blocks {
         arch::cp_async_wait(stages - 2);
@@ -170,8 +179,8 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
         let kv_start = block as u32 * kv_rows;
         // Only tiles that hold keys past the end or above the diagonal pay for the mask (the
         // test is uniform per warp).
-        if kv_start + kv_rows > p.seq_k || (C::CAUSAL && kv_start + kv_rows - 1 > first_row) {
-            mask::<C>(&mut scores, kv_start, p.seq_k, first_row);
+        if kv_start + kv_rows > p.seq_k || (C::CAUSAL && (kv_start + kv_rows - 1) as i32 > first_row_limit) {
+            mask::<C>(&mut scores, kv_start, p.seq_k, first_row_limit);
         }
         online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
         add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
@@ -216,10 +225,10 @@ fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &Shar
     scores
 }
 
-/// Sets scores of keys past `seq_k` and (causal) keys above the diagonal to -inf.
-/// `first_row` is the warp's first query row.
+/// Sets scores of keys past `seq_k` and (causal) keys past each row's limit to -inf.
+/// `first_row_limit` is the last key the warp's first row sees under the causal mask.
 #[inline(always)]
-fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_row: u32) {
+fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_row_limit: i32) {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let lane = arch::lane_id() as usize;
     for i in 0..C::Scores::LEN {
@@ -227,8 +236,8 @@ fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, firs
         for e in 0..4 {
             let (row, col) = layout::mma_c_coords(lane, e);
             let key = kv_start + (8 * n_tile + col) as u32;
-            let query = first_row + (16 * m + row) as u32;
-            if key >= seq_k || (C::CAUSAL && key > query) {
+            let limit = first_row_limit + (16 * m + row) as i32;
+            if key >= seq_k || (C::CAUSAL && key as i32 > limit) {
                 scores[i][e] = f32::NEG_INFINITY;
             }
         }
@@ -346,7 +355,8 @@ unsafe fn epilogue<C: KernelTraits>(
         sum += arch::shfl_xor(sum, 1);
         sum += arch::shfl_xor(sum, 2);
         total[r] = sum;
-        // Every valid row sees at least one key, so sum > 0; the guard keeps padding rows finite.
+        // A row that sees no key (causal with seq_q > seq_k, or padding) has sum 0: its output
+        // is 0 and its logsumexp -inf, as FlashAttention defines them.
         inverse[r] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     }
     // The staging rows were last read by this warp's ldmatrix of Q (other lanes' addresses).

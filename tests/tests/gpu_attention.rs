@@ -20,25 +20,45 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
 
 /// As `check_shape`, with a softmax scale other than the default when given.
 fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, scale: Option<f32>) {
+    check_problem(Problem { batch, heads, kv_heads: heads, seq_q: seq, seq_k: seq, head_dim, scale });
+}
+
+/// One problem: Q `[batch, heads, seq_q, head_dim]`, K/V `[batch, kv_heads, seq_k, head_dim]`.
+struct Problem {
+    batch: usize,
+    heads: usize,
+    kv_heads: usize,
+    seq_q: usize,
+    seq_k: usize,
+    head_dim: usize,
+    scale: Option<f32>,
+}
+
+fn check_problem(problem: Problem) {
+    let Problem { batch, heads, kv_heads, seq_q: seq, seq_k, head_dim, scale } = problem;
     let gpu = Gpu::new();
-    let mut rng = rng(&format!("attention {batch}x{heads}x{seq}x{head_dim}"));
+    let mut rng = rng(&format!("attention q {batch}x{heads}x{seq}x{head_dim} kv {kv_heads}x{seq_k}"));
     let shape = [batch, heads, seq, head_dim];
-    let n = batch * heads * seq * head_dim;
-    let (q, k, v) = (normal_f16(&mut rng, n), normal_f16(&mut rng, n), normal_f16(&mut rng, n));
+    let kv_shape = [batch, kv_heads, seq_k, head_dim];
+    let (n, nk) = (batch * heads * seq * head_dim, batch * kv_heads * seq_k * head_dim);
+    let (q, k, v) = (normal_f16(&mut rng, n), normal_f16(&mut rng, nk), normal_f16(&mut rng, nk));
     let mut failures = Vec::new();
     for causal in [false, true] {
         let options = ForwardOptions::new().causal(causal);
         let options = scale.map_or(options, |s| options.softmax_scale(s));
-        let reference = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, shape), host_bhsd(&v, shape), &options)
+        let reference = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, kv_shape), host_bhsd(&v, kv_shape), &options)
             .expect("reference");
         // Every kernel configuration for this head dim (forced), in every layout.
         let tiles = flashcore::kernels::KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.causal == causal);
-        let cases = tiles.flat_map(|k| layouts(shape).into_iter().map(move |l| (k.tile.q_tile_rows, l)));
-        for (q_tile_rows, (name, layout)) in cases {
+        let kv_layouts = layouts(kv_shape);
+        let cases = tiles.flat_map(|k| {
+            layouts(shape).into_iter().zip(kv_layouts.clone()).map(move |(l, kl)| (k.tile.q_tile_rows, l, kl.1))
+        });
+        for (q_tile_rows, (name, layout), kv_layout) in cases {
             let options = options.q_tile_rows(q_tile_rows);
             let dq = DeviceBuffer::from_slice(&fill_layout(&q, shape, &layout)).unwrap();
-            let dk = DeviceBuffer::from_slice(&fill_layout(&k, shape, &layout)).unwrap();
-            let dv = DeviceBuffer::from_slice(&fill_layout(&v, shape, &layout)).unwrap();
+            let dk = DeviceBuffer::from_slice(&fill_layout(&k, kv_shape, &kv_layout)).unwrap();
+            let dv = DeviceBuffer::from_slice(&fill_layout(&v, kv_shape, &kv_layout)).unwrap();
             let len = layout.required_len().unwrap();
             let poison = vec![f16::NAN; len];
             let mut d_o = DeviceBuffer::from_slice(&poison).unwrap();
@@ -51,8 +71,8 @@ fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, scale: Option<
                     .forward_with_lse(
                         &gpu.stream,
                         &AttnTensor::new(&dq, layout),
-                        &AttnTensor::new(&dk, layout),
-                        &AttnTensor::new(&dv, layout),
+                        &AttnTensor::new(&dk, kv_layout),
+                        &AttnTensor::new(&dv, kv_layout),
                         &mut AttnTensorMut::new(d_o, layout),
                         d_lse,
                         &options,
@@ -69,8 +89,11 @@ fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, scale: Option<
             let (out2, lse2) = run(&mut d_o, &mut d_lse);
 
             let dev = deviation(&out, &layout, &reference);
-            let lse_err = lse.iter().zip(&reference.lse).map(|(&x, &r)| (x as f64 - r).abs()).fold(0f64, f64::max);
-            let lse_ok = lse.iter().all(|x| x.is_finite()) && lse_err <= LSE_TOLERANCE;
+            // Rows that see no key (causal, seq_q > seq_k) have logsumexp -inf on both sides.
+            let lse_pairs = || lse.iter().zip(&reference.lse).map(|(&x, &r)| (x as f64, r));
+            let lse_err = lse_pairs().filter(|(_, r)| r.is_finite()).map(|(x, r)| (x - r).abs()).fold(0f64, f64::max);
+            let lse_ok = lse_pairs().all(|(x, r)| if r.is_finite() { x.is_finite() } else { x == r })
+                && lse_err <= LSE_TOLERANCE;
             let written: Vec<bool> = {
                 let mut w = vec![false; len];
                 for b in 0..batch {
@@ -133,4 +156,30 @@ fn custom_scale_b2_h4_s200_d64() {
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn custom_scale_b1_h2_s130_d128() {
     check(1, 2, 130, 128, Some(0.02));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn gqa_8_query_heads_on_2_kv_heads() {
+    check_problem(Problem { batch: 2, heads: 8, kv_heads: 2, seq_q: 300, seq_k: 300, head_dim: 64, scale: None });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn mqa_4_query_heads_on_1_kv_head() {
+    check_problem(Problem { batch: 1, heads: 4, kv_heads: 1, seq_q: 200, seq_k: 200, head_dim: 128, scale: None });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn fewer_queries_than_keys_chunked_prefill() {
+    check_problem(Problem { batch: 2, heads: 2, kv_heads: 2, seq_q: 100, seq_k: 333, head_dim: 64, scale: None });
+    check_problem(Problem { batch: 1, heads: 4, kv_heads: 2, seq_q: 1, seq_k: 517, head_dim: 128, scale: None });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn more_queries_than_keys_rows_without_keys() {
+    check_problem(Problem { batch: 1, heads: 2, kv_heads: 2, seq_q: 300, seq_k: 100, head_dim: 128, scale: None });
+    check_problem(Problem { batch: 2, heads: 2, kv_heads: 1, seq_q: 200, seq_k: 7, head_dim: 64, scale: None });
 }

@@ -114,3 +114,57 @@ fn reference_validates_its_inputs() {
     let t = HostTensor::new(&q[..], TensorLayout::bhsd(1, 1, 1, 64));
     assert!(matches!(attention_f64(t, t, t, &ForwardOptions::new()), Err(Error::BufferTooSmall { .. })));
 }
+
+#[test]
+fn causal_mask_is_aligned_to_the_bottom_right() {
+    // Sq = 2, Sk = 4: row 0 sees keys 0..=2, row 1 all four (chunked prefill).
+    let (sq, sk) = (2, 4);
+    let q = matrix(sq, |i, d| ((i + 2) * (d % 4)) as f64 * 0.05);
+    let k = matrix(sk, |j, d| ((j + 1) * (d % 3)) as f64 * 0.05);
+    let v = matrix(sk, |j, d| (j * 10 + d) as f64);
+    let causal = ForwardOptions::new().causal(true);
+    let r = attention_f64(tensor(&q, sq), tensor(&k, sk), tensor(&v, sk), &causal).unwrap();
+    for (i, visible) in [(0, 3), (1, 4)] {
+        let qi = &q[i * D..(i + 1) * D];
+        let prefix = attention_f64(
+            tensor(qi, 1),
+            tensor(&k[..visible * D], visible),
+            tensor(&v[..visible * D], visible),
+            &ForwardOptions::new(),
+        )
+        .unwrap();
+        for d in 0..D {
+            assert_relative_eq!(r.out[i * D + d], prefix.out[d], epsilon = 1e-9);
+        }
+    }
+    // Sq = 4, Sk = 2: rows 0 and 1 see no key (output 0, logsumexp -inf), row 2 sees key 0.
+    let r = attention_f64(tensor(&v, 4), tensor(&k[..2 * D], 2), tensor(&q, 2), &causal).unwrap();
+    assert!(r.out[..2 * D].iter().all(|&x| x == 0.0));
+    assert_eq!(&r.lse[..2], &[f64::NEG_INFINITY, f64::NEG_INFINITY]);
+    assert_eq!(&r.out[2 * D..3 * D], &q[..D]);
+    assert!(r.lse[2..].iter().all(|x| x.is_finite()));
+}
+
+#[test]
+fn grouped_query_heads_share_their_kv_head() {
+    let mut rng = rng("reference gqa");
+    let (q_heads, kv_heads, s) = (6, 2, 20);
+    let q = normal_f16(&mut rng, q_heads * s * D);
+    let (k, v) = (normal_f16(&mut rng, kv_heads * s * D), normal_f16(&mut rng, kv_heads * s * D));
+    let gqa = attention_f64(
+        HostTensor::new(&q, TensorLayout::bhsd(1, q_heads, s, D)),
+        HostTensor::new(&k, TensorLayout::bhsd(1, kv_heads, s, D)),
+        HostTensor::new(&v, TensorLayout::bhsd(1, kv_heads, s, D)),
+        &ForwardOptions::new(),
+    )
+    .unwrap();
+    // The same as attending with query head h to K/V head h / 3 alone.
+    fn head(x: &[half::f16], i: usize, s: usize) -> HostTensor<'_, half::f16> {
+        HostTensor::new(&x[i * s * D..(i + 1) * s * D], TensorLayout::bhsd(1, 1, s, D))
+    }
+    for h in 0..q_heads {
+        let per_head =
+            attention_f64(head(&q, h, s), head(&k, h / 3, s), head(&v, h / 3, s), &ForwardOptions::new()).unwrap();
+        assert_eq!(&gqa.out[h * s * D..(h + 1) * s * D], &per_head.out[..]);
+    }
+}

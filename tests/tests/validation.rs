@@ -79,23 +79,50 @@ fn bshd_layout_is_accepted_with_its_strides() {
 }
 
 #[test]
-fn different_key_length_is_fine_without_causal_mask() {
-    let mut p = problem(1, 2, 100, 64);
-    let kv = TensorLayout::bhsd(1, 2, 300, 64);
+fn different_key_lengths_are_fine_causal_or_not() {
+    for causal in [false, true] {
+        for seq_k in [300, 40] {
+            let mut p = problem(1, 2, 100, 64);
+            let kv = TensorLayout::bhsd(1, 2, seq_k, 64);
+            for t in [&mut p.k, &mut p.v] {
+                t.layout = kv;
+                t.len = kv.required_len().unwrap();
+            }
+            p.options = ForwardOptions::new().causal(causal);
+            let plan = plan(&p, SMS).unwrap();
+            assert_eq!((plan.params.seq_q, plan.params.seq_k), (100, seq_k as u32));
+        }
+    }
+}
+
+#[test]
+fn grouped_query_attention_maps_query_heads_onto_kv_heads() {
+    for (q_heads, kv_heads) in [(8, 2), (8, 1), (6, 3), (4, 4)] {
+        let mut p = problem(2, q_heads, 128, 128);
+        let kv = TensorLayout::bhsd(2, kv_heads, 128, 128);
+        for t in [&mut p.k, &mut p.v] {
+            t.layout = kv;
+            t.len = kv.required_len().unwrap();
+        }
+        let plan = plan(&p, SMS).unwrap();
+        assert_eq!(plan.params.kv_group as usize, q_heads / kv_heads);
+        assert_eq!(plan.grid.1 as usize, q_heads);
+    }
+    let mut p = problem(1, 8, 64, 64);
+    let kv = TensorLayout::bhsd(1, 3, 64, 64);
     for t in [&mut p.k, &mut p.v] {
         t.layout = kv;
         t.len = kv.required_len().unwrap();
     }
-    assert_eq!(plan(&p, SMS).unwrap().params.seq_k, 300);
-    p.options = ForwardOptions::new().causal(true);
-    assert!(matches!(err(&p), Error::CausalLengthMismatch { seq_q: 100, seq_k: 300 }));
+    assert!(matches!(err(&p), Error::HeadsNotDivisible { q_heads: 8, kv_heads: 3 }));
 }
 
 #[test]
 fn shape_mismatches() {
+    // K defines the K/V head count; V must agree with it.
     let mut p = problem(1, 2, 64, 64);
-    p.k.layout = TensorLayout::bhsd(1, 3, 64, 64);
-    assert!(matches!(err(&p), Error::ShapeMismatch { operand: Operand::K, dim: Dim::Heads, expected: 2, actual: 3 }));
+    p.k.layout = TensorLayout::bhsd(1, 1, 64, 64);
+    assert!(matches!(err(&p), Error::ShapeMismatch { operand: Operand::V, dim: Dim::Heads, expected: 1, actual: 2 }));
 
     let mut p = problem(1, 2, 64, 64);
     p.v.layout = TensorLayout::bhsd(1, 2, 32, 64);
@@ -238,7 +265,7 @@ fn devices_below_sm80_and_small_shared_memory_are_refused() {
 #[test]
 fn errors_read_well() {
     let mut p = problem(1, 2, 64, 64);
-    p.k.layout = TensorLayout::bhsd(1, 3, 64, 64);
-    assert_eq!(err(&p).to_string(), "K: heads is 3, expected 2");
+    p.k.layout = TensorLayout::bhsd(1, 1, 64, 64);
+    assert_eq!(err(&p).to_string(), "V: heads is 2, expected 1");
     assert_eq!(err(&problem(1, 1, 16, 96)).to_string(), "head_dim 96 is not supported (supported: [64, 128])");
 }

@@ -15,10 +15,14 @@ fn is_valid(p: &ForwardProblem) -> bool {
     let sk = p.k.layout.shape[2];
     let scale = p.options.scale_for(d);
     let dims_ok = tensors.iter().all(|t| t.layout.shape.iter().all(|&x| x > 0) && t.layout.strides[3] == 1);
-    let shapes_ok =
-        p.k.layout.shape == [b, h, sk, d] && p.v.layout.shape == [b, h, sk, d] && p.o.layout.shape == [b, h, sq, d];
+    // K defines the K/V head count: V must match it, and it must divide Q's (GQA/MQA).
+    let hk = p.k.layout.shape[1];
+    let shapes_ok = p.k.layout.shape == [b, hk, sk, d]
+        && p.v.layout.shape == [b, hk, sk, d]
+        && p.o.layout.shape == [b, h, sq, d]
+        && hk > 0
+        && h % hk == 0;
     let options_ok = (d == 64 || d == 128)
-        && (!p.options.is_causal() || sq == sk)
         && scale.is_finite()
         && scale > 0.0
         && matches!(p.options.forced_q_tile_rows(), None | Some(64) | Some(128));
@@ -97,15 +101,23 @@ fn problem() -> impl Strategy<Value = ForwardProblem> {
     let head_dim = prop_oneof![12 => Just(64usize), 12 => Just(128usize), 1 => Just(96usize), 1 => Just(0usize)];
     let seq_k = prop_oneof![3 => Just(None), 1 => dim().prop_map(Some)];
     let v_shape = prop_oneof![30 => Just(0usize), 1 => 1usize..3];
-    ((dim(), dim(), dim(), head_dim), seq_k, v_shape, prop_oneof![3 => Just(false), 1 => Just(true)])
-        .prop_flat_map(|((b, h, s, d), seq_k, v_shape, causal)| {
+    let kv_heads_kind = prop_oneof![12 => Just(0u8), 2 => Just(1u8), 2 => Just(2u8), 1 => Just(3u8)];
+    ((dim(), dim(), dim(), head_dim), seq_k, v_shape, prop_oneof![3 => Just(false), 1 => Just(true)], kv_heads_kind)
+        .prop_flat_map(|((b, h, s, d), seq_k, v_shape, causal, kv_heads_kind)| {
             let seq_k = seq_k.unwrap_or(s);
             let q = [b, h, s, d];
-            let kv = [b, h, seq_k, d];
+            // K/V heads: usually Q's, sometimes a divisor of it (GQA/MQA), sometimes not.
+            let kv_heads = match kv_heads_kind {
+                0 => h,
+                1 => 1,
+                2 => h / 2,
+                _ => h + 1,
+            };
+            let kv = [b, kv_heads, seq_k, d];
             let v = match v_shape {
                 0 => kv,
-                1 => [b, h + 1, seq_k, d],
-                _ => [b, h, seq_k + 1, d],
+                1 => [b, kv_heads + 1, seq_k, d],
+                _ => [b, kv_heads, seq_k + 1, d],
             };
             let lse = (prop_oneof![10 => 4u64..12, 1 => 0u64..4], prop_oneof![10 => Just(0u64), 1 => Just(2u64)])
                 .prop_map(|(slot, offset)| Some(LseArg { address: (slot + 1) * (1 << 44) + offset, len: usize::MAX }));
