@@ -155,6 +155,14 @@ pub enum Error {
         /// The head dimension.
         head_dim: usize,
     },
+    /// A window side below −1 (−1 means unbounded).
+    #[error("window ({left}, {right}): each side must be -1 (unbounded) or a key count >= 0")]
+    InvalidWindow {
+        /// Keys before the diagonal.
+        left: i32,
+        /// Keys after the diagonal.
+        right: i32,
+    },
     /// The softmax scale is not a finite positive number (the kernels fold it into the
     /// exponent and rely on it preserving the order of the scores).
     #[error("the softmax scale {0} is not a finite positive number")]

@@ -183,15 +183,15 @@ impl FlashAttention {
     }
 
     /// Times every tile configuration on `stream` for each `[batch, heads, seq, head_dim]` in
-    /// `shapes`, causal and not, and from then on uses the fastest for problems of the same
+    /// `shapes`, masked (timed causal) and not, and from then on uses the fastest for problems of the same
     /// class ([`TuningKey`]); the table is saved under the user's cache directory (and loaded by
     /// later [`new`](Self::new) calls on this device). `show_progress` draws a progress bar on
     /// the terminal. Inputs are pseudo-random; timing is per call in a CUDA graph.
     pub fn autotune(&self, stream: &Stream, shapes: &[[usize; 4]], show_progress: bool) -> Result<Vec<TuningResult>> {
-        let candidates = |head_dim: usize, causal: bool| -> Vec<usize> {
+        let candidates = |head_dim: usize, masked: bool| -> Vec<usize> {
             KERNELS
                 .iter()
-                .filter(|k| k.tile.head_dim == head_dim && k.causal == causal)
+                .filter(|k| k.tile.head_dim == head_dim && k.masked == masked)
                 .map(|k| k.tile.q_tile_rows)
                 .collect()
         };
@@ -212,11 +212,12 @@ impl FlashAttention {
             let [q, k, v] = [1u64, 2, 3].map(|seed| DeviceBuffer::from_slice(&pseudo_random_f16(n, seed)));
             let (q, k, v) = (q?, k?, v?);
             let mut o = DeviceBuffer::from_slice(&vec![f16::ZERO; n])?;
-            for causal in [false, true] {
+            // The masked kernels are timed with the causal mask, their most common use.
+            for masked in [false, true] {
                 let mut micros = Vec::new();
-                for rows in candidates(head_dim, causal) {
-                    bar.set_message(format!("{shape:?} causal={causal} q_tile_rows={rows}"));
-                    let options = ForwardOptions::new().causal(causal).q_tile_rows(rows);
+                for rows in candidates(head_dim, masked) {
+                    bar.set_message(format!("{shape:?} masked={masked} q_tile_rows={rows}"));
+                    let options = ForwardOptions::new().causal(masked).q_tile_rows(rows);
                     let (tq, tk, tv) =
                         (AttnTensor::new(&q, layout), AttnTensor::new(&k, layout), AttnTensor::new(&v, layout));
                     let us = timing::graph_per_call(stream, 10, 5, |_| {
@@ -226,8 +227,8 @@ impl FlashAttention {
                     bar.inc(1);
                 }
                 let Some(&(chosen, _)) = micros.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
-                write(&self.tuning).insert(TuningKey::new(head_dim, causal, batch * heads, seq), chosen);
-                results.push(TuningResult { shape, causal, micros, chosen });
+                write(&self.tuning).insert(TuningKey::new(head_dim, masked, batch * heads, seq), chosen);
+                results.push(TuningResult { shape, masked, micros, chosen });
             }
         }
         bar.finish_and_clear();
@@ -254,7 +255,7 @@ impl FlashAttention {
         let options = problem.options;
         let [batch, heads, seq_q, head_dim] = problem.q.layout.shape;
         if options.forced_q_tile_rows().is_none() {
-            let key = TuningKey::new(head_dim, options.is_causal(), batch.saturating_mul(heads), seq_q);
+            let key = TuningKey::new(head_dim, options.is_masked(), batch.saturating_mul(heads), seq_q);
             if let Some(rows) = read(&self.tuning).get(&key) {
                 let exists = KERNELS.iter().any(|k| k.tile.head_dim == head_dim && k.tile.q_tile_rows == rows);
                 if exists {

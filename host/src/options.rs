@@ -10,6 +10,7 @@
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ForwardOptions {
     causal: bool,
+    window: (i32, i32),
     softmax_scale: Option<f32>,
     q_tile_rows: Option<usize>,
 }
@@ -17,7 +18,7 @@ pub struct ForwardOptions {
 impl ForwardOptions {
     /// Non-causal attention with scale `1 / sqrt(head_dim)`.
     pub const fn new() -> Self {
-        Self { causal: false, softmax_scale: None, q_tile_rows: None }
+        Self { causal: false, window: (-1, -1), softmax_scale: None, q_tile_rows: None }
     }
 
     /// Causal masking, aligned to the bottom-right corner as in FlashAttention ≥ 2.1: query row
@@ -26,6 +27,35 @@ impl ForwardOptions {
     pub const fn causal(mut self, causal: bool) -> Self {
         self.causal = causal;
         self
+    }
+
+    /// Sliding-window (local) attention, as FlashAttention's `window_size`: query row `i` sees
+    /// keys `i + seq_k - seq_q - left ..= i + seq_k - seq_q + right`; −1 leaves a side unbounded
+    /// (the default, `(-1, -1)`, is no window). With [`causal`](Self::causal) the right side is
+    /// 0. K/V tiles outside every row's window are never loaded. Values below −1 are an error.
+    pub const fn window(mut self, left: i32, right: i32) -> Self {
+        self.window = (left, right);
+        self
+    }
+
+    /// The window as given to [`window`](Self::window) (without the causal mask's right side).
+    pub const fn window_size(&self) -> (i32, i32) {
+        self.window
+    }
+
+    /// Whether rows see only part of the keys (causal or a window): the masked kernels run.
+    pub const fn is_masked(&self) -> bool {
+        self.causal || self.window.0 >= 0 || self.window.1 >= 0
+    }
+
+    /// The window the kernels apply: [`window_size`](Self::window_size) with the right side set
+    /// to 0 when causal.
+    pub const fn effective_window(&self) -> (i32, i32) {
+        if self.causal {
+            (self.window.0, 0)
+        } else {
+            self.window
+        }
     }
 
     /// The factor applied to `Q·Kᵀ` before the softmax (default `1 / sqrt(head_dim)`); must be

@@ -140,7 +140,7 @@ pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPl
     };
 
     let forced = options.forced_q_tile_rows();
-    let kernel = kernels::select(head_dim, options.is_causal(), batch * heads, seq_q, multiprocessors, forced)
+    let kernel = kernels::select(head_dim, options.is_masked(), batch * heads, seq_q, multiprocessors, forced)
         .ok_or(Error::UnsupportedTile { q_tile_rows: forced.unwrap_or(0), head_dim })?;
     let q_blocks = seq_q.div_ceil(kernel.tile.q_tile_rows);
     Ok(LaunchPlan {
@@ -164,6 +164,8 @@ pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPl
             heads: heads as u32,
             kv_group: (heads / k.layout.heads()) as u32,
             scale_log2: scale * std::f32::consts::LOG2_E,
+            window_left: kernel_window(options.effective_window().0, seq_q, seq_k),
+            window_right: kernel_window(options.effective_window().1, seq_q, seq_k),
         },
     })
 }
@@ -191,7 +193,22 @@ pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, option
     if !(scale.is_finite() && scale > 0.0) {
         return Err(Error::InvalidScale(scale));
     }
+    let (left, right) = options.window_size();
+    if left < -1 || right < -1 {
+        return Err(Error::InvalidWindow { left, right });
+    }
     Ok(())
+}
+
+/// A window side as the kernels take it: −1 stays unbounded; anything past `seq_q + seq_k`
+/// already covers every key, so it is capped there (which keeps the kernels' 32-bit window
+/// arithmetic far from overflow).
+fn kernel_window(side: i32, seq_q: usize, seq_k: usize) -> i32 {
+    if side < 0 {
+        -1
+    } else {
+        side.min((seq_q + seq_k) as i32)
+    }
 }
 
 const DIMS: [Dim; 4] = [Dim::Batch, Dim::Heads, Dim::SeqLen, Dim::HeadDim];

@@ -118,17 +118,21 @@ fn attention<T: Copy + Into<f64>, F: Real>(
         for h in 0..heads {
             let hk = h / group;
             for i in 0..seq_q {
-                // Causal: bottom-right aligned, row i sees keys 0..=i + seq_k - seq_q.
-                let visible =
-                    if options.is_causal() { (i + 1 + seq_k).saturating_sub(seq_q).min(seq_k) } else { seq_k };
-                if visible == 0 {
+                // Row i sees keys i + shift - left ..= i + shift + right (bottom-right aligned;
+                // -1 unbounded; causal sets right = 0), clipped to the keys that exist.
+                let (left, right) = options.effective_window();
+                let diagonal = i as i64 + seq_k as i64 - seq_q as i64;
+                let first = if left >= 0 { (diagonal - left as i64).max(0) } else { 0 };
+                let end = if right >= 0 { (diagonal + right as i64 + 1).min(seq_k as i64) } else { seq_k as i64 };
+                let (first, visible) = (first as usize, end.max(first) as usize);
+                if visible == first {
                     // No key to attend to: output 0 and logsumexp -inf, as FlashAttention.
                     out.extend(std::iter::repeat_n(F::ZERO, head_dim));
                     lse.push(F::NEG_INFINITY);
                     continue;
                 }
                 let mut max = F::NEG_INFINITY;
-                for (j, score) in scores.iter_mut().enumerate().take(visible) {
+                for (j, score) in scores.iter_mut().enumerate().take(visible).skip(first) {
                     let mut dot = F::ZERO;
                     for d in 0..head_dim {
                         dot = dot + at(&q, b, h, i, d) * at(&k, b, hk, j, d);
@@ -139,13 +143,13 @@ fn attention<T: Copy + Into<f64>, F: Real>(
                     }
                 }
                 let mut sum = F::ZERO;
-                for score in &mut scores[..visible] {
+                for score in &mut scores[first..visible] {
                     *score = (*score - max).exp();
                     sum = sum + *score;
                 }
                 for d in 0..head_dim {
                     let mut acc = F::ZERO;
-                    for (j, &p) in scores[..visible].iter().enumerate() {
+                    for (j, &p) in scores.iter().enumerate().take(visible).skip(first) {
                         acc = acc + p * at(&v, b, hk, j, d);
                     }
                     out.push(acc / sum);

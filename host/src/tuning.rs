@@ -9,14 +9,14 @@ use std::path::{Path, PathBuf};
 
 use crate::kernels::PTX;
 
-/// The class of problems one tuning entry covers: head dim, causality, and the sizes that steer
+/// The class of problems one tuning entry covers: head dim, masking, and the sizes that steer
 /// the choice (query rows per head and batch·heads) rounded up to powers of two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TuningKey {
     /// Head dimension.
     pub head_dim: usize,
-    /// Causal or not.
-    pub causal: bool,
+    /// Masked (causal or windowed) or not.
+    pub masked: bool,
     /// ⌈log2(seq_q)⌉.
     pub seq_bucket: u32,
     /// ⌈log2(batch · heads)⌉.
@@ -25,8 +25,8 @@ pub struct TuningKey {
 
 impl TuningKey {
     /// The key of a problem.
-    pub fn new(head_dim: usize, causal: bool, batch_heads: usize, seq_q: usize) -> Self {
-        Self { head_dim, causal, seq_bucket: ceil_log2(seq_q), batch_heads_bucket: ceil_log2(batch_heads) }
+    pub fn new(head_dim: usize, masked: bool, batch_heads: usize, seq_q: usize) -> Self {
+        Self { head_dim, masked, seq_bucket: ceil_log2(seq_q), batch_heads_bucket: ceil_log2(batch_heads) }
     }
 }
 
@@ -62,12 +62,12 @@ impl TuningTable {
         self.entries.is_empty()
     }
 
-    /// The text form: one `head_dim causal seq_bucket batch_heads_bucket q_tile_rows` line per
+    /// The text form: one `head_dim masked seq_bucket batch_heads_bucket q_tile_rows` line per
     /// entry.
     pub fn to_text(&self) -> String {
-        let mut text = String::from("# flashcore tuning: head_dim causal seq_bucket batch_heads_bucket q_tile_rows\n");
+        let mut text = String::from("# flashcore tuning: head_dim masked seq_bucket batch_heads_bucket q_tile_rows\n");
         for (k, rows) in &self.entries {
-            text += &format!("{} {} {} {} {}\n", k.head_dim, k.causal as u8, k.seq_bucket, k.batch_heads_bucket, rows);
+            text += &format!("{} {} {} {} {}\n", k.head_dim, k.masked as u8, k.seq_bucket, k.batch_heads_bucket, rows);
         }
         text
     }
@@ -78,10 +78,10 @@ impl TuningTable {
         let mut table = Self::default();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let fields: Vec<usize> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-            if let [head_dim, causal @ (0 | 1), seq_bucket, batch_heads_bucket, rows] = fields[..] {
+            if let [head_dim, masked @ (0 | 1), seq_bucket, batch_heads_bucket, rows] = fields[..] {
                 let key = TuningKey {
                     head_dim,
-                    causal: causal == 1,
+                    masked: masked == 1,
                     seq_bucket: seq_bucket as u32,
                     batch_heads_bucket: batch_heads_bucket as u32,
                 };
@@ -124,8 +124,8 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 pub struct TuningResult {
     /// `[batch, heads, seq, head_dim]`.
     pub shape: [usize; 4],
-    /// Causal or not.
-    pub causal: bool,
+    /// Masked (timed with the causal mask) or not.
+    pub masked: bool,
     /// Microseconds per call (CUDA graph) for each query-rows-per-CTA candidate.
     pub micros: Vec<(usize, f64)>,
     /// The fastest candidate, now used for this problem class.

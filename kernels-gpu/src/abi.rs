@@ -50,6 +50,11 @@ pub struct AttentionParams {
     pub kv_group: u32,
     /// Softmax scale multiplied by log2(e): the kernels work in base 2 (`ex2`).
     pub scale_log2: f32,
+    /// Masked kernels: query row i sees keys from `i + seq_k - seq_q - window_left` (unbounded
+    /// when negative) ...
+    pub window_left: i32,
+    /// ... to `i + seq_k - seq_q + window_right` (unbounded when negative). Causal is (-1, 0).
+    pub window_right: i32,
 }
 
 /// Compile-time tile parameters of one kernel configuration (FlashAttention-2's `Kernel_traits`).
@@ -158,20 +163,21 @@ pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     stages: 2,
 };
 
-/// Calls `$callback! { (entry_name, TILE_CONFIG, causal), ... }` with every kernel entry point.
+/// Calls `$callback! { (entry_name, TILE_CONFIG, masked), ... }` with every kernel entry point
+/// (masked: causal or sliding-window attention; the window is a launch parameter).
 /// The kernel crate stamps out the entry points from it and the host builds its table from it,
 /// so the two cannot disagree. (Textually scoped: declare this module with `#[macro_use]`.)
 macro_rules! for_each_kernel {
     ($callback:ident) => {
         $callback! {
             (attention_fwd_d64_q64, HEAD_DIM_64_Q64, false),
-            (attention_fwd_d64_q64_causal, HEAD_DIM_64_Q64, true),
+            (attention_fwd_d64_q64_masked, HEAD_DIM_64_Q64, true),
             (attention_fwd_d64_q128, HEAD_DIM_64_Q128, false),
-            (attention_fwd_d64_q128_causal, HEAD_DIM_64_Q128, true),
+            (attention_fwd_d64_q128_masked, HEAD_DIM_64_Q128, true),
             (attention_fwd_d128_q64, HEAD_DIM_128_Q64, false),
-            (attention_fwd_d128_q64_causal, HEAD_DIM_128_Q64, true),
+            (attention_fwd_d128_q64_masked, HEAD_DIM_128_Q64, true),
             (attention_fwd_d128_q128, HEAD_DIM_128_Q128, false),
-            (attention_fwd_d128_q128_causal, HEAD_DIM_128_Q128, true),
+            (attention_fwd_d128_q128_masked, HEAD_DIM_128_Q128, true),
         }
     };
 }

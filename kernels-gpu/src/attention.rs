@@ -20,8 +20,9 @@ use crate::tile::{AFrag, BFrag, CFrag, FragArray, SharedTile};
 pub trait KernelTraits {
     /// Tile sizes, warps and pipeline depth.
     const TILE: TileConfig;
-    /// Whether query row `i` sees only keys `0..=i` (top-left aligned).
-    const CAUSAL: bool;
+    /// Whether each query row sees only a window of keys (causal or local attention; the window
+    /// comes with the launch, see `AttentionParams::window_left`).
+    const MASKED: bool;
     /// A fragments of one warp's Q rows: `m_tiles * head_dim / 16` when kept in registers,
     /// else empty.
     type QFrags: FragArray<AFrag>;
@@ -110,15 +111,25 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
 
     // Causal: later query blocks see more keys; run them first so the grid's tail is short.
     let q_blocks = p.seq_q.div_ceil(q_rows);
-    let q_block = if C::CAUSAL { q_blocks - 1 - block_x } else { block_x };
+    let q_block = if C::MASKED { q_blocks - 1 - block_x } else { block_x };
     let q_start = q_block * q_rows;
-    // Causal masks are aligned to the bottom-right corner (as FlashAttention >= 2.1): query row i
-    // sees keys 0..=i + shift. With seq_q > seq_k the first rows see no key at all.
-    // (The host bounds both lengths by 2^31 / head_dim, so i32 holds every value below.)
+    // Masked kernels: query row i sees keys i + lo ..= i + hi, aligned to the bottom-right corner
+    // (as FlashAttention >= 2.1); with seq_q > seq_k, or a window, a row may see no key at all.
+    // Only the K/V tiles that some row of this block sees are loaded.
+    // (The host bounds lengths by 2^31 / head_dim and windows likewise, so i32 holds all below.)
+    const UNBOUNDED: i32 = 1 << 30;
     let shift = p.seq_k as i32 - p.seq_q as i32;
-    let kv_end =
-        if C::CAUSAL { (q_start as i32 + q_rows as i32 + shift).max(0).min(p.seq_k as i32) as u32 } else { p.seq_k };
-    let kv_blocks = kv_end.div_ceil(kv_rows) as usize;
+    let lo = if p.window_left >= 0 { shift - p.window_left } else { -UNBOUNDED };
+    let hi = if p.window_right >= 0 { shift + p.window_right } else { UNBOUNDED };
+    let seq_k = p.seq_k as i32;
+    let (first_tile, kv_end) = if C::MASKED {
+        let begin = (q_start as i32 + lo).max(0).min(seq_k) as u32;
+        let end = (q_start as i32 + q_rows as i32 + hi).max(0).min(seq_k) as u32;
+        (begin / kv_rows, end)
+    } else {
+        (0, p.seq_k)
+    };
+    let kv_blocks = kv_end.div_ceil(kv_rows).saturating_sub(first_tile) as usize;
 
     let q_row_stride = p.q_strides.row as u32;
     let (k_row_stride, v_row_stride) = (p.k_strides.row as u32, p.v_strides.row as u32);
@@ -136,7 +147,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     // follows its last reader.
     let load_group = |g: usize| {
         if g < kv_blocks {
-            let row0 = g as u32 * kv_rows;
+            let row0 = (first_tile + g as u32) * kv_rows;
             // SAFETY: row0 < seq_k; rows past seq_k are zero-filled, not read.
             unsafe {
                 let k_src = k_ptr.add((row0 * k_row_stride) as usize);
@@ -166,8 +177,9 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let mut out = C::Output::splat([0.0; 4]);
     let mut rows = RowState::<C> { max: C::RowValues::splat(f32::NEG_INFINITY), sum: C::RowValues::splat(0.0) };
     let first_row = q_start + warp_row0 as u32;
-    // The last key the warp's first row sees, under the causal mask.
-    let first_row_limit = first_row as i32 + shift;
+    // The window of the warp's first row; row r of the warp sees keys first_lo + r ..= first_hi + r.
+    let (first_lo, first_hi) = (first_row as i32 + lo, first_row as i32 + hi);
+    let last_row_offset = (16 * tile.m_tiles - 1) as i32;
 
     for block in 0..kv_blocks {
         arch::cp_async_wait(stages - 2);
@@ -176,11 +188,13 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
 
         let stage = block % stages;
         let mut scores = q_k_transposed::<C>(&tiles.q, &q_frags, &tiles.k(stage), warp_row0);
-        let kv_start = block as u32 * kv_rows;
-        // Only tiles that hold keys past the end or above the diagonal pay for the mask (the
-        // test is uniform per warp).
-        if kv_start + kv_rows > p.seq_k || (C::CAUSAL && (kv_start + kv_rows - 1) as i32 > first_row_limit) {
-            mask::<C>(&mut scores, kv_start, p.seq_k, first_row_limit);
+        let kv_start = (first_tile + block as u32) * kv_rows;
+        let kv_last = (kv_start + kv_rows - 1) as i32;
+        // Only tiles that hold keys past the end or outside some row's window pay for the mask
+        // (the test is uniform per warp).
+        let outside = kv_last > first_hi || (kv_start as i32) < first_lo + last_row_offset;
+        if kv_start + kv_rows > p.seq_k || (C::MASKED && outside) {
+            mask::<C>(&mut scores, kv_start, p.seq_k, first_lo, first_hi);
         }
         online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
         add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
@@ -225,19 +239,23 @@ fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &Shar
     scores
 }
 
-/// Sets scores of keys past `seq_k` and (causal) keys past each row's limit to -inf.
-/// `first_row_limit` is the last key the warp's first row sees under the causal mask.
+/// Sets scores of keys past `seq_k` and (masked kernels) keys outside each row's window to -inf.
+/// The warp's first row sees keys `first_lo..=first_hi`; each further row one key more on both
+/// ends.
 #[inline(always)]
-fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_row_limit: i32) {
+fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_lo: i32, first_hi: i32) {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let lane = arch::lane_id() as usize;
+    // One unsigned compare per score tests both window ends: a key below the window wraps around
+    // to a value above the window's width.
+    let width = first_hi.wrapping_sub(first_lo) as u32;
     for i in 0..C::Scores::LEN {
         let (m, n_tile) = (i / n_tiles, i % n_tiles);
         for e in 0..4 {
             let (row, col) = layout::mma_c_coords(lane, e);
             let key = kv_start + (8 * n_tile + col) as u32;
-            let limit = first_row_limit + (16 * m + row) as i32;
-            if key >= seq_k || (C::CAUSAL && key as i32 > limit) {
+            let outside = (key as i32).wrapping_sub(first_lo + (16 * m + row) as i32) as u32 > width;
+            if key >= seq_k || (C::MASKED && outside) {
                 scores[i][e] = f32::NEG_INFINITY;
             }
         }
@@ -355,7 +373,7 @@ unsafe fn epilogue<C: KernelTraits>(
         sum += arch::shfl_xor(sum, 1);
         sum += arch::shfl_xor(sum, 2);
         total[r] = sum;
-        // A row that sees no key (causal with seq_q > seq_k, or padding) has sum 0: its output
+        // A row that sees no key (masked with seq_q > seq_k or a window, or padding) has sum 0: its output
         // is 0 and its logsumexp -inf, as FlashAttention defines them.
         inverse[r] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     }

@@ -20,7 +20,7 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
 
 /// As `check_shape`, with a softmax scale other than the default when given.
 fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, scale: Option<f32>) {
-    check_problem(Problem { batch, heads, kv_heads: heads, seq_q: seq, seq_k: seq, head_dim, scale });
+    check_problem(Problem { batch, heads, kv_heads: heads, seq_q: seq, seq_k: seq, head_dim, scale, window: None });
 }
 
 /// One problem: Q `[batch, heads, seq_q, head_dim]`, K/V `[batch, kv_heads, seq_k, head_dim]`.
@@ -32,10 +32,12 @@ struct Problem {
     seq_k: usize,
     head_dim: usize,
     scale: Option<f32>,
+    /// A sliding window `(left, right)`, applied with and without the causal mask.
+    window: Option<(i32, i32)>,
 }
 
 fn check_problem(problem: Problem) {
-    let Problem { batch, heads, kv_heads, seq_q: seq, seq_k, head_dim, scale } = problem;
+    let Problem { batch, heads, kv_heads, seq_q: seq, seq_k, head_dim, scale, window } = problem;
     let gpu = Gpu::new();
     let mut rng = rng(&format!("attention q {batch}x{heads}x{seq}x{head_dim} kv {kv_heads}x{seq_k}"));
     let shape = [batch, heads, seq, head_dim];
@@ -46,10 +48,12 @@ fn check_problem(problem: Problem) {
     for causal in [false, true] {
         let options = ForwardOptions::new().causal(causal);
         let options = scale.map_or(options, |s| options.softmax_scale(s));
+        let options = window.map_or(options, |(l, r)| options.window(l, r));
+        let masked = options.is_masked();
         let reference = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, kv_shape), host_bhsd(&v, kv_shape), &options)
             .expect("reference");
         // Every kernel configuration for this head dim (forced), in every layout.
-        let tiles = flashcore::kernels::KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.causal == causal);
+        let tiles = flashcore::kernels::KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.masked == masked);
         let kv_layouts = layouts(kv_shape);
         let cases = tiles.flat_map(|k| {
             layouts(shape).into_iter().zip(kv_layouts.clone()).map(move |(l, kl)| (k.tile.q_tile_rows, l, kl.1))
@@ -161,25 +165,100 @@ fn custom_scale_b1_h2_s130_d128() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn gqa_8_query_heads_on_2_kv_heads() {
-    check_problem(Problem { batch: 2, heads: 8, kv_heads: 2, seq_q: 300, seq_k: 300, head_dim: 64, scale: None });
+    check_problem(Problem {
+        batch: 2,
+        heads: 8,
+        kv_heads: 2,
+        seq_q: 300,
+        seq_k: 300,
+        head_dim: 64,
+        scale: None,
+        window: None,
+    });
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn mqa_4_query_heads_on_1_kv_head() {
-    check_problem(Problem { batch: 1, heads: 4, kv_heads: 1, seq_q: 200, seq_k: 200, head_dim: 128, scale: None });
+    check_problem(Problem {
+        batch: 1,
+        heads: 4,
+        kv_heads: 1,
+        seq_q: 200,
+        seq_k: 200,
+        head_dim: 128,
+        scale: None,
+        window: None,
+    });
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn fewer_queries_than_keys_chunked_prefill() {
-    check_problem(Problem { batch: 2, heads: 2, kv_heads: 2, seq_q: 100, seq_k: 333, head_dim: 64, scale: None });
-    check_problem(Problem { batch: 1, heads: 4, kv_heads: 2, seq_q: 1, seq_k: 517, head_dim: 128, scale: None });
+    check_problem(Problem {
+        batch: 2,
+        heads: 2,
+        kv_heads: 2,
+        seq_q: 100,
+        seq_k: 333,
+        head_dim: 64,
+        scale: None,
+        window: None,
+    });
+    check_problem(Problem {
+        batch: 1,
+        heads: 4,
+        kv_heads: 2,
+        seq_q: 1,
+        seq_k: 517,
+        head_dim: 128,
+        scale: None,
+        window: None,
+    });
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn more_queries_than_keys_rows_without_keys() {
-    check_problem(Problem { batch: 1, heads: 2, kv_heads: 2, seq_q: 300, seq_k: 100, head_dim: 128, scale: None });
-    check_problem(Problem { batch: 2, heads: 2, kv_heads: 1, seq_q: 200, seq_k: 7, head_dim: 64, scale: None });
+    check_problem(Problem {
+        batch: 1,
+        heads: 2,
+        kv_heads: 2,
+        seq_q: 300,
+        seq_k: 100,
+        head_dim: 128,
+        scale: None,
+        window: None,
+    });
+    check_problem(Problem {
+        batch: 2,
+        heads: 2,
+        kv_heads: 1,
+        seq_q: 200,
+        seq_k: 7,
+        head_dim: 64,
+        scale: None,
+        window: None,
+    });
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn sliding_windows() {
+    // Local attention (with and without the causal mask, which sets the right side to 0): rows
+    // see a band of keys; tiles outside every row's band are skipped.
+    for (window, seq_q, seq_k, head_dim) in
+        [((32, 0), 300, 300, 64), ((48, 16), 257, 257, 128), ((-1, 8), 200, 200, 64), ((70, 5), 100, 333, 128)]
+    {
+        check_problem(Problem {
+            batch: 2,
+            heads: 2,
+            kv_heads: 1,
+            seq_q,
+            seq_k,
+            head_dim,
+            scale: None,
+            window: Some(window),
+        });
+    }
 }

@@ -19,12 +19,12 @@ fn autotune_measures_keeps_the_fastest_and_caches_it() {
     let results = gpu.flash.autotune(&gpu.stream, &shapes, false).expect("autotune");
     assert_eq!(results.len(), 4);
     for r in &results {
-        println!("{:?} causal={} -> {} ({:?})", r.shape, r.causal, r.chosen, r.micros);
+        println!("{:?} causal={} -> {} ({:?})", r.shape, r.masked, r.chosen, r.micros);
         assert_eq!(r.micros.len(), 2, "both tile heights measured");
         let fastest = r.micros.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap().0;
         assert_eq!(r.chosen, fastest);
         let [b, h, s, d] = r.shape;
-        assert_eq!(gpu.flash.tuning().get(&TuningKey::new(d, r.causal, b * h, s)), Some(r.chosen));
+        assert_eq!(gpu.flash.tuning().get(&TuningKey::new(d, r.masked, b * h, s)), Some(r.chosen));
         // The next call on this problem class launches the chosen configuration.
         let layout = TensorLayout::bhsd(b, h, s, d);
         let buf = DeviceBuffer::from_slice(&vec![f16::ONE; layout.required_len().unwrap()]).unwrap();
@@ -36,7 +36,7 @@ fn autotune_measures_keeps_the_fastest_and_caches_it() {
             v: arg(&buf),
             o: arg(&out),
             lse: None,
-            options: ForwardOptions::new().causal(r.causal),
+            options: ForwardOptions::new().causal(r.masked),
         };
         assert_eq!(gpu.flash.selected_kernel(&problem).unwrap().tile.q_tile_rows, r.chosen);
     }

@@ -168,3 +168,31 @@ fn grouped_query_heads_share_their_kv_head() {
         assert_eq!(&gqa.out[h * s * D..(h + 1) * s * D], &per_head.out[..]);
     }
 }
+
+#[test]
+fn sliding_windows_by_hand() {
+    // Six keys, window (1, 1): row i averages the values of keys i-1, i, i+1 that exist, when Q
+    // is zero (all scores equal).
+    let seq = 6;
+    let q = vec![0.0; seq * D];
+    let k = matrix(seq, |j, d| (j + d) as f64 * 0.1);
+    let v = matrix(seq, |j, _| j as f64);
+    let local = ForwardOptions::new().window(1, 1);
+    let r = attention_f64(tensor(&q, seq), tensor(&k, seq), tensor(&v, seq), &local).unwrap();
+    let expected = [0.5, 1.0, 2.0, 3.0, 4.0, 4.5];
+    for (i, e) in expected.iter().enumerate() {
+        assert_relative_eq!(r.out[i * D], *e, epsilon = 1e-12);
+    }
+    // With causal, the right side is 0: keys i-1 and i.
+    let r = attention_f64(tensor(&q, seq), tensor(&k, seq), tensor(&v, seq), &local.causal(true)).unwrap();
+    let expected = [0.0, 0.5, 1.5, 2.5, 3.5, 4.5];
+    for (i, e) in expected.iter().enumerate() {
+        assert_relative_eq!(r.out[i * D], *e, epsilon = 1e-12);
+    }
+    // Window (-1, 0) is exactly causal.
+    let a =
+        attention_f64(tensor(&k, seq), tensor(&k, seq), tensor(&v, seq), &ForwardOptions::new().window(-1, 0)).unwrap();
+    let b =
+        attention_f64(tensor(&k, seq), tensor(&k, seq), tensor(&v, seq), &ForwardOptions::new().causal(true)).unwrap();
+    assert_eq!(a, b);
+}

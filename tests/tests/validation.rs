@@ -41,7 +41,7 @@ fn valid_problem_plans_the_expected_launch() {
 fn configuration_follows_head_dim_and_causality() {
     let mut p = problem(1, 1, 128, 128);
     p.options = ForwardOptions::new().causal(true);
-    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d128_q64_causal");
+    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d128_q64_masked");
     p.options = ForwardOptions::new().causal(true).softmax_scale(0.5);
     assert_eq!(plan(&p, SMS).unwrap().params.scale_log2, 0.5 * std::f32::consts::LOG2_E);
 }
@@ -93,6 +93,34 @@ fn different_key_lengths_are_fine_causal_or_not() {
             assert_eq!((plan.params.seq_q, plan.params.seq_k), (100, seq_k as u32));
         }
     }
+}
+
+#[test]
+fn windows_select_the_masked_kernels_and_reach_the_launch() {
+    let mut p = problem(1, 2, 100, 64);
+    p.options = ForwardOptions::new().window(32, 8);
+    let plan = plan(&p, SMS).unwrap();
+    assert!(plan.kernel.masked);
+    assert_eq!((plan.params.window_left, plan.params.window_right), (32, 8));
+    // Causal sets the right side to 0; -1 is unbounded.
+    p.options = ForwardOptions::new().causal(true).window(-1, 8);
+    let plan = planned(&p);
+    assert_eq!((plan.params.window_left, plan.params.window_right), (-1, 0));
+    // No window, no causal: the unmasked kernels.
+    p.options = ForwardOptions::new();
+    assert!(!planned(&p).kernel.masked);
+    // A window wider than both sequences covers every key: capped at seq_q + seq_k.
+    p.options = ForwardOptions::new().window(i32::MAX, i32::MAX);
+    let plan = planned(&p);
+    assert_eq!((plan.params.window_left, plan.params.window_right), (200, 200));
+    for (left, right) in [(-2, 0), (0, -3), (i32::MIN, -1)] {
+        p.options = ForwardOptions::new().window(left, right);
+        assert!(matches!(err(&p), Error::InvalidWindow { .. }), "({left}, {right})");
+    }
+}
+
+fn planned(p: &ForwardProblem) -> flashcore::plan::LaunchPlan {
+    plan(p, SMS).unwrap()
 }
 
 #[test]

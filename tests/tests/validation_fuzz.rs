@@ -22,7 +22,10 @@ fn is_valid(p: &ForwardProblem) -> bool {
         && p.o.layout.shape == [b, h, sq, d]
         && hk > 0
         && h % hk == 0;
+    let (left, right) = p.options.window_size();
     let options_ok = (d == 64 || d == 128)
+        && left >= -1
+        && right >= -1
         && scale.is_finite()
         && scale > 0.0
         && matches!(p.options.forced_q_tile_rows(), None | Some(64) | Some(128));
@@ -139,8 +142,19 @@ fn problem() -> impl Strategy<Value = ForwardProblem> {
                 Just(causal),
             )
         })
-        .prop_map(|(q, k, v, o, lse, scale, tile, causal)| {
-            let mut options = ForwardOptions::new().causal(causal);
+        .prop_flat_map(|t| {
+            let windows = prop_oneof![
+                12 => Just((-1, -1)),
+                2 => Just((16, 0)),
+                2 => Just((-1, 8)),
+                2 => Just((100, 100)),
+                1 => Just((-2, 3)),
+                1 => Just((5, -7))
+            ];
+            (Just(t), windows)
+        })
+        .prop_map(|((q, k, v, o, lse, scale, tile, causal), (left, right))| {
+            let mut options = ForwardOptions::new().causal(causal).window(left, right);
             if let Some(scale) = scale {
                 options = options.softmax_scale(scale);
             }

@@ -15,7 +15,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("autotuned on {}; µs per call (CUDA graph) per query rows per CTA:", device_name());
     for r in &results {
         let candidates: Vec<String> = r.micros.iter().map(|(rows, us)| format!("{rows}: {us:.1}")).collect();
-        println!("  {:?} causal={:<5} -> {} rows   ({})", r.shape, r.causal, r.chosen, candidates.join(", "));
+        println!("  {:?} masked={:<5} -> {} rows   ({})", r.shape, r.masked, r.chosen, candidates.join(", "));
     }
     if let Some(path) = flashcore::tuning::cache_path(&device_name()) {
         println!("saved to {}", path.display());
