@@ -155,6 +155,9 @@ pub enum Error {
         /// The head dimension.
         head_dim: usize,
     },
+    /// The softcap is negative, NaN or infinite (0 turns it off).
+    #[error("the softcap {0} is not a finite number >= 0")]
+    InvalidSoftcap(f32),
     /// A window side below −1 (−1 means unbounded).
     #[error("window ({left}, {right}): each side must be -1 (unbounded) or a key count >= 0")]
     InvalidWindow {

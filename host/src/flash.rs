@@ -191,7 +191,7 @@ impl FlashAttention {
         let candidates = |head_dim: usize, masked: bool| -> Vec<usize> {
             KERNELS
                 .iter()
-                .filter(|k| k.tile.head_dim == head_dim && k.masked == masked)
+                .filter(|k| k.tile.head_dim == head_dim && k.masked == masked && !k.softcap)
                 .map(|k| k.tile.q_tile_rows)
                 .collect()
         };

@@ -16,13 +16,15 @@ pub struct KernelInfo {
     pub tile: TileConfig,
     /// Whether it applies a mask per query row (causal or sliding-window attention).
     pub masked: bool,
+    /// Whether it softcaps the scores.
+    pub softcap: bool,
 }
 
 macro_rules! kernel_table {
-    ($( ($name:ident, $tile:ident, $masked:expr) ),* $(,)?) => {
+    ($( ($name:ident, $tile:ident, $masked:expr, $softcap:expr) ),* $(,)?) => {
         /// Every kernel entry point in [`PTX`].
         pub static KERNELS: &[KernelInfo] = &[
-            $( KernelInfo { name: stringify!($name), tile: $tile, masked: $masked } ),*
+            $( KernelInfo { name: stringify!($name), tile: $tile, masked: $masked, softcap: $softcap } ),*
         ];
     };
 }
@@ -31,8 +33,8 @@ for_each_kernel!(kernel_table);
 /// Head dimensions with a kernel.
 pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
 
-/// The kernel for a problem: its head dimension, whether it is masked (causal or windowed), and
-/// the tile height.
+/// The kernel for a problem: its head dimension, whether it is masked (causal or windowed) and
+/// softcapped, and the tile height.
 ///
 /// With `q_tile_rows` given, exactly that configuration (or `None`). Otherwise the tallest Q
 /// tile that still gives at least one CTA per multiprocessor (`batch_heads · ⌈seq_q / rows⌉ ≥
@@ -41,13 +43,14 @@ pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
 pub fn select(
     head_dim: usize,
     masked: bool,
+    softcap: bool,
     batch_heads: usize,
     seq_q: usize,
     multiprocessors: usize,
     q_tile_rows: Option<usize>,
 ) -> Option<&'static KernelInfo> {
     let mut candidates: Vec<&'static KernelInfo> =
-        KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.masked == masked).collect();
+        KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.masked == masked && k.softcap == softcap).collect();
     candidates.sort_by_key(|k| k.tile.q_tile_rows);
     if let Some(rows) = q_tile_rows {
         return candidates.into_iter().find(|k| k.tile.q_tile_rows == rows);

@@ -11,6 +11,7 @@
 pub struct ForwardOptions {
     causal: bool,
     window: (i32, i32),
+    softcap: f32,
     softmax_scale: Option<f32>,
     q_tile_rows: Option<usize>,
 }
@@ -18,7 +19,7 @@ pub struct ForwardOptions {
 impl ForwardOptions {
     /// Non-causal attention with scale `1 / sqrt(head_dim)`.
     pub const fn new() -> Self {
-        Self { causal: false, window: (-1, -1), softmax_scale: None, q_tile_rows: None }
+        Self { causal: false, window: (-1, -1), softcap: 0.0, softmax_scale: None, q_tile_rows: None }
     }
 
     /// Causal masking, aligned to the bottom-right corner as in FlashAttention ≥ 2.1: query row
@@ -56,6 +57,19 @@ impl ForwardOptions {
         } else {
             self.window
         }
+    }
+
+    /// Softcapping, as FlashAttention's `softcap`: each scaled score `s` becomes
+    /// `cap · tanh(s / cap)` before the softmax (and the logsumexp is of those). 0 (the default)
+    /// is off; otherwise `cap` must be finite and positive.
+    pub const fn softcap(mut self, cap: f32) -> Self {
+        self.softcap = cap;
+        self
+    }
+
+    /// The softcap (0: off).
+    pub const fn softcap_value(&self) -> f32 {
+        self.softcap
     }
 
     /// The factor applied to `Q·Kᵀ` before the softmax (default `1 / sqrt(head_dim)`); must be

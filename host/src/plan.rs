@@ -140,7 +140,8 @@ pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPl
     };
 
     let forced = options.forced_q_tile_rows();
-    let kernel = kernels::select(head_dim, options.is_masked(), batch * heads, seq_q, multiprocessors, forced)
+    let softcap = options.softcap_value() > 0.0;
+    let kernel = kernels::select(head_dim, options.is_masked(), softcap, batch * heads, seq_q, multiprocessors, forced)
         .ok_or(Error::UnsupportedTile { q_tile_rows: forced.unwrap_or(0), head_dim })?;
     let q_blocks = seq_q.div_ceil(kernel.tile.q_tile_rows);
     Ok(LaunchPlan {
@@ -163,7 +164,10 @@ pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPl
             seq_k: seq_k as u32,
             heads: heads as u32,
             kv_group: (heads / k.layout.heads()) as u32,
-            scale_log2: scale * std::f32::consts::LOG2_E,
+            // Softcapped scores are already scaled (natural units): only log2(e) remains.
+            scale_log2: if softcap { std::f32::consts::LOG2_E } else { scale * std::f32::consts::LOG2_E },
+            softcap: options.softcap_value(),
+            softcap_scale: if softcap { scale / options.softcap_value() } else { 0.0 },
             window_left: kernel_window(options.effective_window().0, seq_q, seq_k),
             window_right: kernel_window(options.effective_window().1, seq_q, seq_k),
         },
@@ -196,6 +200,10 @@ pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, option
     let (left, right) = options.window_size();
     if left < -1 || right < -1 {
         return Err(Error::InvalidWindow { left, right });
+    }
+    let cap = options.softcap_value();
+    if !(cap.is_finite() && cap >= 0.0) {
+        return Err(Error::InvalidSoftcap(cap));
     }
     Ok(())
 }

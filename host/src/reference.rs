@@ -62,6 +62,7 @@ trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Ou
     fn of(x: f64) -> Self;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    fn tanh(self) -> Self;
 }
 
 impl Real for f64 {
@@ -76,6 +77,9 @@ impl Real for f64 {
     fn ln(self) -> Self {
         f64::ln(self)
     }
+    fn tanh(self) -> Self {
+        f64::tanh(self)
+    }
 }
 
 impl Real for f32 {
@@ -89,6 +93,9 @@ impl Real for f32 {
     }
     fn ln(self) -> Self {
         f32::ln(self)
+    }
+    fn tanh(self) -> Self {
+        f32::tanh(self)
     }
 }
 
@@ -109,6 +116,7 @@ fn attention<T: Copy + Into<f64>, F: Real>(
     let [_, kv_heads, seq_k, _] = k.layout.shape;
     let group = heads / kv_heads;
     let scale = F::of(options.scale_for(head_dim) as f64);
+    let cap = F::of(options.softcap_value() as f64);
     let at = |t: &HostTensor<'_, T>, b, h, s, d| F::of(t.data[t.layout.offset(b, h, s, d)].into());
 
     let mut out = Vec::with_capacity(batch * heads * seq_q * head_dim);
@@ -138,6 +146,9 @@ fn attention<T: Copy + Into<f64>, F: Real>(
                         dot = dot + at(&q, b, h, i, d) * at(&k, b, hk, j, d);
                     }
                     *score = dot * scale;
+                    if cap > F::ZERO {
+                        *score = cap * (*score / cap).tanh();
+                    }
                     if *score > max {
                         max = *score;
                     }

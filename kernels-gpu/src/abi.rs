@@ -55,6 +55,11 @@ pub struct AttentionParams {
     pub window_left: i32,
     /// ... to `i + seq_k - seq_q + window_right` (unbounded when negative). Causal is (-1, 0).
     pub window_right: i32,
+    /// Softcap kernels: each score s becomes `softcap * tanh(s * softcap_scale)` (natural units)
+    /// before the softmax; `scale_log2` is then log2(e). Ignored by the other kernels.
+    pub softcap: f32,
+    /// The softmax scale divided by `softcap`.
+    pub softcap_scale: f32,
 }
 
 /// Compile-time tile parameters of one kernel configuration (FlashAttention-2's `Kernel_traits`).
@@ -163,21 +168,30 @@ pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     stages: 2,
 };
 
-/// Calls `$callback! { (entry_name, TILE_CONFIG, masked), ... }` with every kernel entry point
-/// (masked: causal or sliding-window attention; the window is a launch parameter).
+/// Calls `$callback! { (entry_name, TILE_CONFIG, masked, softcap), ... }` with every kernel entry
+/// point (masked: causal or sliding-window attention, the window a launch parameter; softcap:
+/// `cap * tanh(s / cap)` on the scores, in kernels of their own so the others pay nothing).
 /// The kernel crate stamps out the entry points from it and the host builds its table from it,
 /// so the two cannot disagree. (Textually scoped: declare this module with `#[macro_use]`.)
 macro_rules! for_each_kernel {
     ($callback:ident) => {
         $callback! {
-            (attention_fwd_d64_q64, HEAD_DIM_64_Q64, false),
-            (attention_fwd_d64_q64_masked, HEAD_DIM_64_Q64, true),
-            (attention_fwd_d64_q128, HEAD_DIM_64_Q128, false),
-            (attention_fwd_d64_q128_masked, HEAD_DIM_64_Q128, true),
-            (attention_fwd_d128_q64, HEAD_DIM_128_Q64, false),
-            (attention_fwd_d128_q64_masked, HEAD_DIM_128_Q64, true),
-            (attention_fwd_d128_q128, HEAD_DIM_128_Q128, false),
-            (attention_fwd_d128_q128_masked, HEAD_DIM_128_Q128, true),
+            (attention_fwd_d64_q64, HEAD_DIM_64_Q64, false, false),
+            (attention_fwd_d64_q64_masked, HEAD_DIM_64_Q64, true, false),
+            (attention_fwd_d64_q64_softcap, HEAD_DIM_64_Q64, false, true),
+            (attention_fwd_d64_q64_masked_softcap, HEAD_DIM_64_Q64, true, true),
+            (attention_fwd_d64_q128, HEAD_DIM_64_Q128, false, false),
+            (attention_fwd_d64_q128_masked, HEAD_DIM_64_Q128, true, false),
+            (attention_fwd_d64_q128_softcap, HEAD_DIM_64_Q128, false, true),
+            (attention_fwd_d64_q128_masked_softcap, HEAD_DIM_64_Q128, true, true),
+            (attention_fwd_d128_q64, HEAD_DIM_128_Q64, false, false),
+            (attention_fwd_d128_q64_masked, HEAD_DIM_128_Q64, true, false),
+            (attention_fwd_d128_q64_softcap, HEAD_DIM_128_Q64, false, true),
+            (attention_fwd_d128_q64_masked_softcap, HEAD_DIM_128_Q64, true, true),
+            (attention_fwd_d128_q128, HEAD_DIM_128_Q128, false, false),
+            (attention_fwd_d128_q128_masked, HEAD_DIM_128_Q128, true, false),
+            (attention_fwd_d128_q128_softcap, HEAD_DIM_128_Q128, false, true),
+            (attention_fwd_d128_q128_masked_softcap, HEAD_DIM_128_Q128, true, true),
         }
     };
 }

@@ -104,6 +104,20 @@ pub fn ex2(x: f32) -> f32 {
     r
 }
 
+/// tanh(x) to about 1e-6 absolute, from `ex2`: tanh|x| = 1 - 2 / (2^(2|x| log2 e) + 1), sign
+/// restored. (`tanh.approx.f32` is only good to ~2^-11, too coarse once multiplied by a
+/// softcap.) Saturates to ±1 for large |x|.
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    let e = ex2(2.0 * core::f32::consts::LOG2_E * x.abs());
+    let t = 1.0 - 2.0 / (e + 1.0);
+    if x < 0.0 {
+        -t
+    } else {
+        t
+    }
+}
+
 /// log2(x) with the hardware approximation (`lg2.approx.ftz.f32`).
 #[inline(always)]
 pub fn lg2(x: f32) -> f32 {

@@ -23,6 +23,8 @@ pub trait KernelTraits {
     /// Whether each query row sees only a window of keys (causal or local attention; the window
     /// comes with the launch, see `AttentionParams::window_left`).
     const MASKED: bool;
+    /// Whether scores are softcapped (`AttentionParams::softcap`).
+    const SOFTCAP: bool;
     /// A fragments of one warp's Q rows: `m_tiles * head_dim / 16` when kept in registers,
     /// else empty.
     type QFrags: FragArray<AFrag>;
@@ -188,6 +190,9 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
 
         let stage = block % stages;
         let mut scores = q_k_transposed::<C>(&tiles.q, &q_frags, &tiles.k(stage), warp_row0);
+        if C::SOFTCAP {
+            soft_cap::<C>(&mut scores, p.softcap, p.softcap_scale);
+        }
         let kv_start = (first_tile + block as u32) * kv_rows;
         let kv_last = (kv_start + kv_rows - 1) as i32;
         // Only tiles that hold keys past the end or outside some row's window pay for the mask
@@ -237,6 +242,17 @@ fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &Shar
         }
     }
     scores
+}
+
+/// Softcapping: `s = cap * tanh(s * scale / cap)`, in natural units (the host then passes
+/// log2(e) as the softmax's scale). Runs before the mask, which overwrites with -inf.
+#[inline(always)]
+fn soft_cap<C: KernelTraits>(scores: &mut C::Scores, cap: f32, scale_over_cap: f32) {
+    for i in 0..C::Scores::LEN {
+        for e in 0..4 {
+            scores[i][e] = cap * arch::tanh(scores[i][e] * scale_over_cap);
+        }
+    }
 }
 
 /// Sets scores of keys past `seq_k` and (masked kernels) keys outside each row's window to -inf.

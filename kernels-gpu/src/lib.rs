@@ -43,7 +43,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 /// Stamps out, per configuration, a `KernelTraits` type (in a module named after the entry point)
 /// and the `extern "ptx-kernel"` entry point that runs the generic body with it.
 macro_rules! stamp_entry_points {
-    ($( ($name:ident, $tile:ident, $masked:expr) ),* $(,)?) => { $(
+    ($( ($name:ident, $tile:ident, $masked:expr, $softcap:expr) ),* $(,)?) => { $(
         #[allow(non_snake_case)]
         mod $name {
             use super::*;
@@ -51,6 +51,7 @@ macro_rules! stamp_entry_points {
             impl KernelTraits for Traits {
                 const TILE: TileConfig = $tile;
                 const MASKED: bool = $masked;
+                const SOFTCAP: bool = $softcap;
                 type QFrags = [AFrag; if $tile.q_in_registers { $tile.m_tiles * $tile.head_dim / 16 } else { 0 }];
                 type Scores = [CFrag; $tile.m_tiles * $tile.kv_tile_rows / 8];
                 type Output = [CFrag; $tile.m_tiles * $tile.head_dim / 8];

@@ -20,7 +20,17 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
 
 /// As `check_shape`, with a softmax scale other than the default when given.
 fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, scale: Option<f32>) {
-    check_problem(Problem { batch, heads, kv_heads: heads, seq_q: seq, seq_k: seq, head_dim, scale, window: None });
+    check_problem(Problem {
+        batch,
+        heads,
+        kv_heads: heads,
+        seq_q: seq,
+        seq_k: seq,
+        head_dim,
+        scale,
+        window: None,
+        softcap: None,
+    });
 }
 
 /// One problem: Q `[batch, heads, seq_q, head_dim]`, K/V `[batch, kv_heads, seq_k, head_dim]`.
@@ -34,10 +44,12 @@ struct Problem {
     scale: Option<f32>,
     /// A sliding window `(left, right)`, applied with and without the causal mask.
     window: Option<(i32, i32)>,
+    /// A softcap.
+    softcap: Option<f32>,
 }
 
 fn check_problem(problem: Problem) {
-    let Problem { batch, heads, kv_heads, seq_q: seq, seq_k, head_dim, scale, window } = problem;
+    let Problem { batch, heads, kv_heads, seq_q: seq, seq_k, head_dim, scale, window, softcap } = problem;
     let gpu = Gpu::new();
     let mut rng = rng(&format!("attention q {batch}x{heads}x{seq}x{head_dim} kv {kv_heads}x{seq_k}"));
     let shape = [batch, heads, seq, head_dim];
@@ -49,11 +61,14 @@ fn check_problem(problem: Problem) {
         let options = ForwardOptions::new().causal(causal);
         let options = scale.map_or(options, |s| options.softmax_scale(s));
         let options = window.map_or(options, |(l, r)| options.window(l, r));
+        let options = softcap.map_or(options, |c| options.softcap(c));
         let masked = options.is_masked();
         let reference = attention_f64(host_bhsd(&q, shape), host_bhsd(&k, kv_shape), host_bhsd(&v, kv_shape), &options)
             .expect("reference");
         // Every kernel configuration for this head dim (forced), in every layout.
-        let tiles = flashcore::kernels::KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.masked == masked);
+        let tiles = flashcore::kernels::KERNELS
+            .iter()
+            .filter(|k| k.tile.head_dim == head_dim && k.masked == masked && k.softcap == softcap.is_some());
         let kv_layouts = layouts(kv_shape);
         let cases = tiles.flat_map(|k| {
             layouts(shape).into_iter().zip(kv_layouts.clone()).map(move |(l, kl)| (k.tile.q_tile_rows, l, kl.1))
@@ -174,6 +189,7 @@ fn gqa_8_query_heads_on_2_kv_heads() {
         head_dim: 64,
         scale: None,
         window: None,
+        softcap: None,
     });
 }
 
@@ -189,6 +205,7 @@ fn mqa_4_query_heads_on_1_kv_head() {
         head_dim: 128,
         scale: None,
         window: None,
+        softcap: None,
     });
 }
 
@@ -204,6 +221,7 @@ fn fewer_queries_than_keys_chunked_prefill() {
         head_dim: 64,
         scale: None,
         window: None,
+        softcap: None,
     });
     check_problem(Problem {
         batch: 1,
@@ -214,6 +232,7 @@ fn fewer_queries_than_keys_chunked_prefill() {
         head_dim: 128,
         scale: None,
         window: None,
+        softcap: None,
     });
 }
 
@@ -229,6 +248,7 @@ fn more_queries_than_keys_rows_without_keys() {
         head_dim: 128,
         scale: None,
         window: None,
+        softcap: None,
     });
     check_problem(Problem {
         batch: 2,
@@ -239,6 +259,7 @@ fn more_queries_than_keys_rows_without_keys() {
         head_dim: 64,
         scale: None,
         window: None,
+        softcap: None,
     });
 }
 
@@ -259,6 +280,29 @@ fn sliding_windows() {
             head_dim,
             scale: None,
             window: Some(window),
+            softcap: None,
+        });
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn softcapped_scores() {
+    // Caps that bite (scores of N(0,1) inputs reach ~±4 at scale 1/8, ±30 at scale 1) and one
+    // that barely does; with and without masks.
+    for (cap, scale, head_dim, window) in
+        [(5.0, None, 64, None), (2.0, Some(1.0), 128, Some((40, 10))), (30.0, None, 64, None)]
+    {
+        check_problem(Problem {
+            batch: 2,
+            heads: 2,
+            kv_heads: 2,
+            seq_q: 150,
+            seq_k: 150,
+            head_dim,
+            scale,
+            window,
+            softcap: Some(cap),
         });
     }
 }

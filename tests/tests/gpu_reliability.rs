@@ -113,6 +113,9 @@ fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions) {
     if rng.random_bool(0.3) {
         options = options.softmax_scale(rng.random_range(0.01..1.0));
     }
+    if rng.random_bool(0.2) {
+        options = options.softcap(rng.random_range(1.0..50.0));
+    }
     if rng.random_bool(0.25) {
         let side = |rng: &mut StdRng| if rng.random_bool(0.2) { -1 } else { rng.random_range(0..200) };
         options = options.window(side(rng), side(rng));

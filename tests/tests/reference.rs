@@ -196,3 +196,20 @@ fn sliding_windows_by_hand() {
         attention_f64(tensor(&k, seq), tensor(&k, seq), tensor(&v, seq), &ForwardOptions::new().causal(true)).unwrap();
     assert_eq!(a, b);
 }
+
+#[test]
+fn softcap_bounds_scores_and_vanishes_when_wide() {
+    let mut rng = rng("reference softcap");
+    let shape = [1, 2, 40, 64];
+    let n = shape.iter().product();
+    let (q, k, v) = (normal_f16(&mut rng, n), normal_f16(&mut rng, n), normal_f16(&mut rng, n));
+    let t = |x| host_bhsd(x, shape);
+    let plain = attention_f64(t(&q), t(&k), t(&v), &ForwardOptions::new().softmax_scale(1.0)).unwrap();
+    let wide = attention_f64(t(&q), t(&k), t(&v), &ForwardOptions::new().softmax_scale(1.0).softcap(1e6)).unwrap();
+    for (a, b) in plain.out.iter().zip(&wide.out) {
+        assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+    }
+    // With cap 1 every score lies in (-1, 1): the logsumexp of 40 keys is below 1 + ln 40.
+    let tight = attention_f64(t(&q), t(&k), t(&v), &ForwardOptions::new().softmax_scale(1.0).softcap(1.0)).unwrap();
+    assert!(tight.lse.iter().all(|&l| l < 1.0 + 40f64.ln() && l > -1.0 + 40f64.ln()));
+}

@@ -124,6 +124,23 @@ fn planned(p: &ForwardProblem) -> flashcore::plan::LaunchPlan {
 }
 
 #[test]
+fn softcap_selects_its_kernels_and_scales() {
+    let mut p = problem(1, 2, 100, 128);
+    p.options = ForwardOptions::new().causal(true).softcap(20.0).softmax_scale(0.5);
+    let plan = planned(&p);
+    assert!(plan.kernel.softcap && plan.kernel.masked);
+    assert_eq!(plan.params.softcap, 20.0);
+    assert_eq!(plan.params.softcap_scale, 0.5 / 20.0);
+    assert_eq!(plan.params.scale_log2, std::f32::consts::LOG2_E);
+    p.options = ForwardOptions::new();
+    assert!(!planned(&p).kernel.softcap);
+    for cap in [-1.0, f32::NAN, f32::INFINITY] {
+        p.options = ForwardOptions::new().softcap(cap);
+        assert!(matches!(err(&p), Error::InvalidSoftcap(_)), "{cap}");
+    }
+}
+
+#[test]
 fn grouped_query_attention_maps_query_heads_onto_kv_heads() {
     for (q_heads, kv_heads) in [(8, 2), (8, 1), (6, 3), (4, 4)] {
         let mut p = problem(2, q_heads, 128, 128);

@@ -23,7 +23,10 @@ fn is_valid(p: &ForwardProblem) -> bool {
         && hk > 0
         && h % hk == 0;
     let (left, right) = p.options.window_size();
+    let cap = p.options.softcap_value();
     let options_ok = (d == 64 || d == 128)
+        && cap.is_finite()
+        && cap >= 0.0
         && left >= -1
         && right >= -1
         && scale.is_finite()
@@ -151,10 +154,11 @@ fn problem() -> impl Strategy<Value = ForwardProblem> {
                 1 => Just((-2, 3)),
                 1 => Just((5, -7))
             ];
-            (Just(t), windows)
+            let softcaps = prop_oneof![12 => Just(0.0f32), 3 => Just(30.0f32), 1 => Just(-5.0f32), 1 => Just(f32::NAN)];
+            (Just(t), windows, softcaps)
         })
-        .prop_map(|((q, k, v, o, lse, scale, tile, causal), (left, right))| {
-            let mut options = ForwardOptions::new().causal(causal).window(left, right);
+        .prop_map(|((q, k, v, o, lse, scale, tile, causal), (left, right), cap)| {
+            let mut options = ForwardOptions::new().causal(causal).window(left, right).softcap(cap);
             if let Some(scale) = scale {
                 options = options.softmax_scale(scale);
             }
