@@ -31,7 +31,7 @@ macro_rules! kernel_table {
 for_each_kernel!(kernel_table);
 
 /// Head dimensions with a kernel.
-pub const SUPPORTED_HEAD_DIMS: [usize; 2] = [64, 128];
+pub const SUPPORTED_HEAD_DIMS: [usize; 3] = [64, 128, 256];
 
 /// The kernel for a problem: its head dimension, whether it is masked (causal or windowed) and
 /// softcapped, and the tile height.

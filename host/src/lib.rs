@@ -6,7 +6,7 @@
 //!
 //! `O = softmax(Q·Kᵀ·scale [+ causal mask])·V` in one kernel: f16 inputs and output, f32
 //! accumulation on the tensor cores (`mma.sync.m16n8k16`), online softmax, K/V streamed through a
-//! `cp.async` pipeline in shared memory. Head dimensions 64 and 128, causal or not, any sequence
+//! `cp.async` pipeline in shared memory. Head dimensions 64, 128 and 256, causal or not, any sequence
 //! length, any batch and head count, any strides with a contiguous head dimension.
 //!
 //! Start with [`FlashAttention`]; [`plan::plan`] validates a call without a GPU, and

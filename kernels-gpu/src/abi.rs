@@ -168,6 +168,18 @@ pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     stages: 2,
 };
 
+/// Head dimension 256: 4 warps x 16 query rows, Q re-read from shared memory, 32 keys per step,
+/// 2 stages (96 KiB of shared memory, inside sm_89's 99 KiB per block).
+pub const HEAD_DIM_256_Q64: TileConfig = TileConfig {
+    head_dim: 256,
+    q_tile_rows: 64,
+    m_tiles: 1,
+    q_in_registers: false,
+    kv_tile_rows: 32,
+    warps: 4,
+    stages: 2,
+};
+
 /// Calls `$callback! { (entry_name, TILE_CONFIG, masked, softcap), ... }` with every kernel entry
 /// point (masked: causal or sliding-window attention, the window a launch parameter; softcap:
 /// `cap * tanh(s / cap)` on the scores, in kernels of their own so the others pay nothing).
@@ -192,6 +204,10 @@ macro_rules! for_each_kernel {
             (attention_fwd_d128_q128_masked, HEAD_DIM_128_Q128, true, false),
             (attention_fwd_d128_q128_softcap, HEAD_DIM_128_Q128, false, true),
             (attention_fwd_d128_q128_masked_softcap, HEAD_DIM_128_Q128, true, true),
+            (attention_fwd_d256_q64, HEAD_DIM_256_Q64, false, false),
+            (attention_fwd_d256_q64_masked, HEAD_DIM_256_Q64, true, false),
+            (attention_fwd_d256_q64_softcap, HEAD_DIM_256_Q64, false, true),
+            (attention_fwd_d256_q64_masked_softcap, HEAD_DIM_256_Q64, true, true),
         }
     };
 }

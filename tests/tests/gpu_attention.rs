@@ -163,6 +163,8 @@ gpu_cases! {
     b2_h4_s777_d128: (2, 4, 777, 128),
     b1_h1_s1_d64: (1, 1, 1, 64),
     b3_h2_s65_d128: (3, 2, 65, 128),
+    b1_h2_s300_d256: (1, 2, 300, 256),
+    b2_h1_s33_d256: (2, 1, 33, 256),
 }
 
 #[test]
@@ -305,4 +307,31 @@ fn softcapped_scores() {
             softcap: Some(cap),
         });
     }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU; run with --include-ignored"]
+fn head_dim_256_with_gqa_window_and_softcap() {
+    check_problem(Problem {
+        batch: 1,
+        heads: 4,
+        kv_heads: 2,
+        seq_q: 130,
+        seq_k: 200,
+        head_dim: 256,
+        scale: None,
+        window: Some((64, 8)),
+        softcap: None,
+    });
+    check_problem(Problem {
+        batch: 1,
+        heads: 2,
+        kv_heads: 1,
+        seq_q: 100,
+        seq_k: 100,
+        head_dim: 256,
+        scale: None,
+        window: None,
+        softcap: Some(10.0),
+    });
 }

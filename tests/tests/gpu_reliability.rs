@@ -104,7 +104,7 @@ fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions) {
         rng.random_range(1..=3),
         rng.random_range(1..=4),
         rng.random_range(1..=300),
-        [64, 128][rng.random_range(0..2)],
+        [64, 128, 256][rng.random_range(0..3)],
     ];
     let seq_k = if rng.random_bool(0.5) { shape[2] } else { rng.random_range(1..=300) };
     let divisors: Vec<usize> = (1..=shape[1]).filter(|kv| shape[1] % kv == 0).collect();
@@ -120,10 +120,14 @@ fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions) {
         let side = |rng: &mut StdRng| if rng.random_bool(0.2) { -1 } else { rng.random_range(0..200) };
         options = options.window(side(rng), side(rng));
     }
-    match rng.random_range(0..3) {
-        0 => options = options.q_tile_rows(64),
-        1 => options = options.q_tile_rows(128),
-        _ => {}
+    // Sometimes force one of the tile heights that exist for this head dim.
+    let heights: Vec<usize> = flashcore::kernels::KERNELS
+        .iter()
+        .filter(|k| k.tile.head_dim == shape[3])
+        .map(|k| k.tile.q_tile_rows)
+        .collect();
+    if rng.random_bool(0.6) {
+        options = options.q_tile_rows(heights[rng.random_range(0..heights.len())]);
     }
     (shape, shape_k, options)
 }

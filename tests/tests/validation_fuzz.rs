@@ -24,7 +24,7 @@ fn is_valid(p: &ForwardProblem) -> bool {
         && h % hk == 0;
     let (left, right) = p.options.window_size();
     let cap = p.options.softcap_value();
-    let options_ok = (d == 64 || d == 128)
+    let options_ok = (d == 64 || d == 128 || d == 256)
         && cap.is_finite()
         && cap >= 0.0
         && left >= -1
