@@ -460,11 +460,15 @@ fn current_context() -> Result<ContextHandle> {
 }
 
 fn arg(t: &AttnTensor<'_>) -> TensorArg {
-    TensorArg { address: t.data().as_raw_ptr(), len: t.data().len(), layout: t.layout() }
+    tensor_arg(t.data(), t.layout())
 }
 
 fn arg_mut(t: &AttnTensorMut<'_>) -> TensorArg {
-    TensorArg { address: t.data().as_raw_ptr(), len: t.data().len(), layout: t.layout() }
+    tensor_arg(t.data(), t.layout())
+}
+
+fn tensor_arg(data: &DeviceSlice<f16>, layout: TensorLayout) -> TensorArg {
+    TensorArg { address: data.as_raw_ptr(), len: data.len(), layout }
 }
 
 /// Raw device address of a slice.

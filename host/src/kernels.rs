@@ -49,14 +49,17 @@ pub fn select(
     multiprocessors: usize,
     q_tile_rows: Option<usize>,
 ) -> Option<&'static KernelInfo> {
-    let mut candidates: Vec<&'static KernelInfo> =
-        KERNELS.iter().filter(|k| k.tile.head_dim == head_dim && k.masked == masked && k.softcap == softcap).collect();
-    candidates.sort_by_key(|k| k.tile.q_tile_rows);
+    // Runs on every launch: iterate the static table, allocate nothing.
+    let candidates =
+        || KERNELS.iter().filter(move |k| k.tile.head_dim == head_dim && k.masked == masked && k.softcap == softcap);
     if let Some(rows) = q_tile_rows {
-        return candidates.into_iter().find(|k| k.tile.q_tile_rows == rows);
+        return candidates().find(|k| k.tile.q_tile_rows == rows);
     }
-    let fills = |k: &KernelInfo| batch_heads.saturating_mul(seq_q.div_ceil(k.tile.q_tile_rows)) >= multiprocessors;
-    candidates.iter().rev().find(|k| fills(k)).or(candidates.first()).copied()
+    let fills = |k: &&KernelInfo| batch_heads.saturating_mul(seq_q.div_ceil(k.tile.q_tile_rows)) >= multiprocessors;
+    candidates()
+        .filter(fills)
+        .max_by_key(|k| k.tile.q_tile_rows)
+        .or_else(|| candidates().min_by_key(|k| k.tile.q_tile_rows))
 }
 
 /// Checks that a device of compute capability `major.minor`, granting `smem_per_block` bytes of

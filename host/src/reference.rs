@@ -65,39 +65,27 @@ trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Ou
     fn tanh(self) -> Self;
 }
 
-impl Real for f64 {
-    const ZERO: Self = 0.0;
-    const NEG_INFINITY: Self = f64::NEG_INFINITY;
-    fn of(x: f64) -> Self {
-        x
-    }
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
-    fn tanh(self) -> Self {
-        f64::tanh(self)
-    }
+macro_rules! impl_real {
+    ($($t:ident),*) => { $(
+        impl Real for $t {
+            const ZERO: Self = 0.0;
+            const NEG_INFINITY: Self = $t::NEG_INFINITY;
+            fn of(x: f64) -> Self {
+                x as $t
+            }
+            fn exp(self) -> Self {
+                $t::exp(self)
+            }
+            fn ln(self) -> Self {
+                $t::ln(self)
+            }
+            fn tanh(self) -> Self {
+                $t::tanh(self)
+            }
+        }
+    )* };
 }
-
-impl Real for f32 {
-    const ZERO: Self = 0.0;
-    const NEG_INFINITY: Self = f32::NEG_INFINITY;
-    fn of(x: f64) -> Self {
-        x as f32
-    }
-    fn exp(self) -> Self {
-        f32::exp(self)
-    }
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
-    fn tanh(self) -> Self {
-        f32::tanh(self)
-    }
-}
+impl_real!(f32, f64);
 
 fn attention<T: Copy + Into<f64>, F: Real>(
     q: HostTensor<'_, T>,

@@ -20,17 +20,7 @@ fn check_shape(batch: usize, heads: usize, seq: usize, head_dim: usize) {
 
 /// As `check_shape`, with a softmax scale other than the default when given.
 fn check(batch: usize, heads: usize, seq: usize, head_dim: usize, scale: Option<f32>) {
-    check_problem(Problem {
-        batch,
-        heads,
-        kv_heads: heads,
-        seq_q: seq,
-        seq_k: seq,
-        head_dim,
-        scale,
-        window: None,
-        softcap: None,
-    });
+    check_problem(Problem { scale, ..Problem::new(batch, heads, heads, seq, seq, head_dim) });
 }
 
 /// One problem: Q `[batch, heads, seq_q, head_dim]`, K/V `[batch, kv_heads, seq_k, head_dim]`.
@@ -46,6 +36,14 @@ struct Problem {
     window: Option<(i32, i32)>,
     /// A softcap.
     softcap: Option<f32>,
+}
+
+impl Problem {
+    /// Q `[batch, heads, seq_q, head_dim]`, K/V `[batch, kv_heads, seq_k, head_dim]`, default
+    /// scale, no window, no softcap.
+    fn new(batch: usize, heads: usize, kv_heads: usize, seq_q: usize, seq_k: usize, head_dim: usize) -> Self {
+        Self { batch, heads, kv_heads, seq_q, seq_k, head_dim, scale: None, window: None, softcap: None }
+    }
 }
 
 fn check_problem(problem: Problem) {
@@ -182,87 +180,27 @@ fn custom_scale_b1_h2_s130_d128() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn gqa_8_query_heads_on_2_kv_heads() {
-    check_problem(Problem {
-        batch: 2,
-        heads: 8,
-        kv_heads: 2,
-        seq_q: 300,
-        seq_k: 300,
-        head_dim: 64,
-        scale: None,
-        window: None,
-        softcap: None,
-    });
+    check_problem(Problem::new(2, 8, 2, 300, 300, 64));
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn mqa_4_query_heads_on_1_kv_head() {
-    check_problem(Problem {
-        batch: 1,
-        heads: 4,
-        kv_heads: 1,
-        seq_q: 200,
-        seq_k: 200,
-        head_dim: 128,
-        scale: None,
-        window: None,
-        softcap: None,
-    });
+    check_problem(Problem::new(1, 4, 1, 200, 200, 128));
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn fewer_queries_than_keys_chunked_prefill() {
-    check_problem(Problem {
-        batch: 2,
-        heads: 2,
-        kv_heads: 2,
-        seq_q: 100,
-        seq_k: 333,
-        head_dim: 64,
-        scale: None,
-        window: None,
-        softcap: None,
-    });
-    check_problem(Problem {
-        batch: 1,
-        heads: 4,
-        kv_heads: 2,
-        seq_q: 1,
-        seq_k: 517,
-        head_dim: 128,
-        scale: None,
-        window: None,
-        softcap: None,
-    });
+    check_problem(Problem::new(2, 2, 2, 100, 333, 64));
+    check_problem(Problem::new(1, 4, 2, 1, 517, 128));
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn more_queries_than_keys_rows_without_keys() {
-    check_problem(Problem {
-        batch: 1,
-        heads: 2,
-        kv_heads: 2,
-        seq_q: 300,
-        seq_k: 100,
-        head_dim: 128,
-        scale: None,
-        window: None,
-        softcap: None,
-    });
-    check_problem(Problem {
-        batch: 2,
-        heads: 2,
-        kv_heads: 1,
-        seq_q: 200,
-        seq_k: 7,
-        head_dim: 64,
-        scale: None,
-        window: None,
-        softcap: None,
-    });
+    check_problem(Problem::new(1, 2, 2, 300, 100, 128));
+    check_problem(Problem::new(2, 2, 1, 200, 7, 64));
 }
 
 #[test]
@@ -273,17 +211,7 @@ fn sliding_windows() {
     for (window, seq_q, seq_k, head_dim) in
         [((32, 0), 300, 300, 64), ((48, 16), 257, 257, 128), ((-1, 8), 200, 200, 64), ((70, 5), 100, 333, 128)]
     {
-        check_problem(Problem {
-            batch: 2,
-            heads: 2,
-            kv_heads: 1,
-            seq_q,
-            seq_k,
-            head_dim,
-            scale: None,
-            window: Some(window),
-            softcap: None,
-        });
+        check_problem(Problem { window: Some(window), ..Problem::new(2, 2, 1, seq_q, seq_k, head_dim) });
     }
 }
 
@@ -295,43 +223,13 @@ fn softcapped_scores() {
     for (cap, scale, head_dim, window) in
         [(5.0, None, 64, None), (2.0, Some(1.0), 128, Some((40, 10))), (30.0, None, 64, None)]
     {
-        check_problem(Problem {
-            batch: 2,
-            heads: 2,
-            kv_heads: 2,
-            seq_q: 150,
-            seq_k: 150,
-            head_dim,
-            scale,
-            window,
-            softcap: Some(cap),
-        });
+        check_problem(Problem { scale, window, softcap: Some(cap), ..Problem::new(2, 2, 2, 150, 150, head_dim) });
     }
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn head_dim_256_with_gqa_window_and_softcap() {
-    check_problem(Problem {
-        batch: 1,
-        heads: 4,
-        kv_heads: 2,
-        seq_q: 130,
-        seq_k: 200,
-        head_dim: 256,
-        scale: None,
-        window: Some((64, 8)),
-        softcap: None,
-    });
-    check_problem(Problem {
-        batch: 1,
-        heads: 2,
-        kv_heads: 1,
-        seq_q: 100,
-        seq_k: 100,
-        head_dim: 256,
-        scale: None,
-        window: None,
-        softcap: Some(10.0),
-    });
+    check_problem(Problem { window: Some((64, 8)), ..Problem::new(1, 4, 2, 130, 200, 256) });
+    check_problem(Problem { softcap: Some(10.0), ..Problem::new(1, 2, 1, 100, 100, 256) });
 }
