@@ -29,19 +29,23 @@ fn main() {
 }
 
 /// The kernel author's loop: when `ptxas` is available (`FLASHCORE_PTXAS`, or on `PATH`, e.g.
-/// from PyPI's `nvidia-cuda-nvcc`), print each kernel's registers, stack and spills for sm_80,
-/// sm_89 and sm_90 as build warnings, so the cost of an edit shows at once. Without ptxas,
-/// nothing is printed (on a GPU, `FlashAttention::kernel_resources` reports the driver's view).
+/// from PyPI's `nvidia-cuda-nvcc`), report each kernel's registers, stack and spills for sm_80,
+/// sm_89 and sm_90 as build warnings, so the cost of an edit shows at once: one summary line per
+/// architecture, plus one line per kernel that uses local memory (all of them with
+/// `FLASHCORE_PTXAS_ALL=1`). Without ptxas, nothing is printed (on a GPU,
+/// `FlashAttention::kernel_resources` reports the driver's view).
 fn report_resources(ptx: &Path) {
     println!("cargo:rerun-if-env-changed=FLASHCORE_PTXAS");
+    println!("cargo:rerun-if-env-changed=FLASHCORE_PTXAS_ALL");
+    let all = env::var_os("FLASHCORE_PTXAS_ALL").is_some();
     let ptxas = env::var_os("FLASHCORE_PTXAS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("ptxas"));
     for arch in ["sm_80", "sm_89", "sm_90"] {
         let Ok(output) = Command::new(&ptxas).args(["-v", "-arch", arch, "-o", "/dev/null"]).arg(ptx).output() else {
             return;
         };
         let log = String::from_utf8_lossy(&output.stderr);
-        let mut kernel = String::new();
-        let mut frame = String::new();
+        let (mut kernel, mut frame) = (String::new(), String::new());
+        let (mut kernels, mut spilling, mut max_registers) = (0, 0, 0);
         for line in log.lines() {
             if let Some(rest) = line.split("Compiling entry function '").nth(1) {
                 kernel = rest.split('\'').next().unwrap_or("").to_string();
@@ -49,9 +53,16 @@ fn report_resources(ptx: &Path) {
                 frame = line.rsplit(':').next().unwrap_or("").trim().to_string();
             } else if let Some(used) = line.split("Used ").nth(1) {
                 let registers = used.split(' ').next().unwrap_or("?");
-                println!("cargo:warning={arch} {kernel}: {registers} registers; {frame}");
+                max_registers = max_registers.max(registers.parse().unwrap_or(0));
+                kernels += 1;
+                let local = !frame.starts_with("0 bytes stack frame");
+                spilling += local as usize;
+                if all || local {
+                    println!("cargo:warning={arch} {kernel}: {registers} registers; {frame}");
+                }
             }
         }
+        println!("cargo:warning={arch}: {kernels} kernels, at most {max_registers} registers, {spilling} with local memory (stack or spills)");
     }
 }
 

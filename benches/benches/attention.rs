@@ -47,7 +47,12 @@ fn main() {
             // The table: the automatic choice first, then every other tile height, forced.
             let chosen = workload.kernel(&flash, &auto);
             let others = kernels::KERNELS.iter().filter(|k| {
-                k.tile.head_dim == shape.head_dim && k.masked == causal && !k.softcap && k.name != chosen.name
+                k.tile.head_dim == shape.head_dim
+                    && k.masked == causal
+                    && k.dtype == flashcore::Dtype::F16
+                    && !k.score_mods
+                    && !k.varlen
+                    && k.name != chosen.name
             });
             let variants = std::iter::once((auto, true))
                 .chain(others.map(|k| (ForwardOptions::new().causal(causal).q_tile_rows(k.tile.q_tile_rows), false)));

@@ -118,14 +118,14 @@ impl Workload {
             layout,
         };
         let [q, k, v] = &self.inputs[0];
-        let problem = flashcore::plan::ForwardProblem {
-            q: arg(q),
-            k: arg(k),
-            v: arg(v),
-            o: arg(&self.out),
-            lse: None,
-            options: *options,
-        };
+        let problem = flashcore::plan::ForwardProblem::new(
+            flashcore::Dtype::F16,
+            arg(q),
+            arg(k),
+            arg(v),
+            arg(&self.out),
+            *options,
+        );
         flash.selected_kernel(&problem).expect("bench configurations exist")
     }
 

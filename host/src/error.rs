@@ -15,6 +15,20 @@ pub enum Operand {
     O,
     /// The optional logsumexp output.
     Lse,
+    /// The ALiBi slopes.
+    AlibiSlopes,
+    /// Varlen: the cumulative query offsets.
+    CuSeqlensQ,
+    /// Varlen: the cumulative key offsets.
+    CuSeqlensK,
+    /// KV cache: the keys to append.
+    KNew,
+    /// KV cache: the values to append.
+    VNew,
+    /// KV cache: the block table of a paged cache.
+    BlockTable,
+    /// KV cache: the cache itself.
+    Cache,
 }
 
 impl std::fmt::Display for Operand {
@@ -25,6 +39,13 @@ impl std::fmt::Display for Operand {
             Operand::V => "V",
             Operand::O => "O",
             Operand::Lse => "logsumexp",
+            Operand::AlibiSlopes => "ALiBi slopes",
+            Operand::CuSeqlensQ => "cu_seqlens_q",
+            Operand::CuSeqlensK => "cu_seqlens_k",
+            Operand::KNew => "new K",
+            Operand::VNew => "new V",
+            Operand::BlockTable => "block table",
+            Operand::Cache => "KV cache",
         })
     }
 }
@@ -81,8 +102,8 @@ pub enum Error {
         /// Its head-dimension stride in elements.
         stride: usize,
     },
-    /// A base address is not aligned (16 bytes for f16 tensors, which the kernels move in
-    /// 16-byte chunks; 4 bytes for the f32 logsumexp).
+    /// A base address is not aligned (16 bytes for f16/bf16 tensors, which the kernels move in
+    /// 16-byte chunks; 4 bytes for f32 and u32 arrays).
     #[error("{operand}: device address {address:#x} is not {alignment}-byte aligned")]
     MisalignedPointer {
         /// The tensor.
@@ -92,7 +113,7 @@ pub enum Error {
         /// The alignment it needs.
         alignment: u64,
     },
-    /// A stride is not a multiple of 16 bytes (8 f16 elements).
+    /// A stride is not a multiple of 16 bytes (8 elements).
     #[error("{operand}: the {dim} stride {stride} (elements) is not a multiple of 16 bytes")]
     MisalignedStride {
         /// The tensor.
@@ -155,6 +176,50 @@ pub enum Error {
         /// The head dimension.
         head_dim: usize,
     },
+    /// A 1-D argument (ALiBi slopes, offsets, lengths, a block table) has the wrong number of
+    /// elements.
+    #[error("{operand}: expected {expected}, got {actual} elements")]
+    WrongLength {
+        /// The argument.
+        operand: Operand,
+        /// What it must hold.
+        expected: String,
+        /// What it holds.
+        actual: usize,
+    },
+    /// Varlen offsets that do not start at 0 or decrease somewhere.
+    #[error("{operand}: offsets must start at 0 and never decrease (entry {index} is {value} after {previous})")]
+    InvalidOffsets {
+        /// Which offsets.
+        operand: Operand,
+        /// The first bad entry.
+        index: usize,
+        /// Its value.
+        value: u32,
+        /// The entry before it (0 for the first).
+        previous: u32,
+    },
+    /// Appending would run a sequence's KV cache past its capacity.
+    #[error("KV cache: sequence {sequence} holds {length} rows; {appending} more exceed the capacity {capacity}")]
+    CacheFull {
+        /// The sequence.
+        sequence: usize,
+        /// Rows it holds.
+        length: u32,
+        /// Rows to append.
+        appending: usize,
+        /// Rows it can hold.
+        capacity: usize,
+    },
+    /// A paged KV cache's page size or block table is unusable.
+    #[error("paged KV cache: {0}")]
+    InvalidPaging(String),
+    /// New K is given without new V or the other way round.
+    #[error("KV cache: new keys and new values must be given together")]
+    UnpairedAppend,
+    /// The number of KV splits is out of range.
+    #[error("num_splits {0} is out of range (1..={max}, or 0 for automatic)", max = crate::plan::MAX_KV_SPLITS)]
+    InvalidSplits(usize),
     /// The softcap is negative, NaN or infinite (0 turns it off).
     #[error("the softcap {0} is not a finite number >= 0")]
     InvalidSoftcap(f32),

@@ -15,13 +15,17 @@ use cust::memory::DeviceBuffer;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::abi::{Dtype, APPEND_THREADS};
+use crate::element::Element;
 use crate::error::{driver, Error, Operand, Result};
-use crate::kernels::{check_device, KernelInfo, KERNELS, PTX};
+use crate::kernels::{check_device, combine_kernel, KernelInfo, APPEND_KERNEL, KERNELS, PTX};
+use crate::kv_cache::KvCache;
 use crate::options::ForwardOptions;
-use crate::plan::{plan, ForwardProblem, LaunchPlan, LseArg, TensorArg};
+use crate::plan::{plan, plan_kv_cache, ForwardProblem, KvCacheProblem, LaunchPlan, LseArg, TensorArg};
 use crate::tensor::{AttnTensor, AttnTensorMut};
 use crate::timing;
 use crate::tuning::{cache_path, TuningKey, TuningResult, TuningTable};
+use crate::varlen::VarlenBatch;
 use crate::TensorLayout;
 
 /// FlashCore's kernels, loaded into the CUDA context that was current when it was created.
@@ -63,7 +67,12 @@ use crate::TensorLayout;
 pub struct FlashAttention {
     // Kept alive for `functions`, which point into it.
     _module: Module,
+    /// One per entry of `KERNELS`.
     functions: Vec<KernelFunction>,
+    /// Split-KV combine, per element type (f16, bf16).
+    combine: [KernelFunction; 2],
+    /// KV-cache append.
+    append: KernelFunction,
     context: ContextHandle,
     compute_capability: (i32, i32),
     multiprocessors: usize,
@@ -139,12 +148,18 @@ impl FlashAttention {
             })?;
             functions.push(KernelFunction(function));
         }
+        let combine = [Dtype::F16, Dtype::Bf16].map(|dtype| module.get_function(combine_kernel(dtype)));
+        let [combine_f16, combine_bf16] = combine;
+        let combine = [KernelFunction(combine_f16?.to_raw()), KernelFunction(combine_bf16?.to_raw())];
+        let append = KernelFunction(module.get_function(APPEND_KERNEL)?.to_raw());
         let device_name = device.name()?;
         // A cache from an earlier `autotune` on this device and these kernels, if any.
         let tuning = cache_path(&device_name).and_then(|path| TuningTable::load(&path).ok()).unwrap_or_default();
         Ok(Self {
             _module: module,
             functions,
+            combine,
+            append,
             context,
             compute_capability: (major, minor),
             multiprocessors,
@@ -191,7 +206,13 @@ impl FlashAttention {
         let candidates = |head_dim: usize, masked: bool| -> Vec<usize> {
             KERNELS
                 .iter()
-                .filter(|k| k.tile.head_dim == head_dim && k.masked == masked && !k.softcap)
+                .filter(|k| {
+                    k.dtype == Dtype::F16
+                        && k.tile.head_dim == head_dim
+                        && k.masked == masked
+                        && !k.score_mods
+                        && !k.varlen
+                })
                 .map(|k| k.tile.q_tile_rows)
                 .collect()
         };
@@ -245,12 +266,12 @@ impl FlashAttention {
 
     /// The kernel a call of `problem` would launch (validating it as the call would, tuning
     /// applied).
-    pub fn selected_kernel(&self, problem: &ForwardProblem) -> Result<&'static KernelInfo> {
+    pub fn selected_kernel(&self, problem: &ForwardProblem<'_>) -> Result<&'static KernelInfo> {
         Ok(plan(&self.tuned(problem), self.multiprocessors)?.kernel)
     }
 
     /// `problem` with its tile height taken from the tuning table, unless forced or unknown.
-    fn tuned(&self, problem: &ForwardProblem) -> ForwardProblem {
+    fn tuned<'a>(&self, problem: &ForwardProblem<'a>) -> ForwardProblem<'a> {
         let mut problem = *problem;
         let options = problem.options;
         let [batch, heads, seq_q, head_dim] = problem.q.layout.shape;
@@ -271,13 +292,15 @@ impl FlashAttention {
         self.multiprocessors
     }
 
-    /// Enqueues `o = softmax(q·kᵀ·scale [+ causal mask])·v` on `stream`.
+    /// Enqueues `o = softmax(q·kᵀ·scale [+ mask] [+ ALiBi])·v` on `stream`, for f16 or bf16
+    /// tensors ([`Element`]).
     ///
     /// Every argument is checked before launch (see [`plan`](crate::plan::plan)), and so are
     /// the current context, the stream's context and each buffer's allocation; the call returns
     /// once the kernel is enqueued.
     ///
-    /// The element type is part of the signature: tensors of anything but f16 do not compile.
+    /// The element type is part of the signature: all four tensors share it, and tensors of
+    /// anything but f16 or bf16 do not compile.
     ///
     /// ```compile_fail
     /// # use cust::prelude::*;
@@ -288,16 +311,16 @@ impl FlashAttention {
     /// flash.forward(stream, &t, &t, &t, &mut AttnTensorMut::new(o, layout), &ForwardOptions::new());
     /// # }
     /// ```
-    pub fn forward(
+    pub fn forward<T: Element>(
         &self,
         stream: &Stream,
-        q: &AttnTensor<'_>,
-        k: &AttnTensor<'_>,
-        v: &AttnTensor<'_>,
-        o: &mut AttnTensorMut<'_>,
-        options: &ForwardOptions,
+        q: &AttnTensor<'_, T>,
+        k: &AttnTensor<'_, T>,
+        v: &AttnTensor<'_, T>,
+        o: &mut AttnTensorMut<'_, T>,
+        options: &ForwardOptions<'_>,
     ) -> Result<()> {
-        let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse: None, options: *options };
+        let problem = ForwardProblem::new(T::DTYPE, arg(q), arg(k), arg(v), arg_mut(o), *options);
         self.run(stream, &problem)
     }
 
@@ -305,19 +328,110 @@ impl FlashAttention {
     /// (natural log, of the scaled scores, as FlashAttention returns it) to `lse`, a contiguous
     /// `[batch, heads, seq_q]` buffer.
     #[allow(clippy::too_many_arguments)]
-    pub fn forward_with_lse(
+    pub fn forward_with_lse<T: Element>(
         &self,
         stream: &Stream,
-        q: &AttnTensor<'_>,
-        k: &AttnTensor<'_>,
-        v: &AttnTensor<'_>,
-        o: &mut AttnTensorMut<'_>,
+        q: &AttnTensor<'_, T>,
+        k: &AttnTensor<'_, T>,
+        v: &AttnTensor<'_, T>,
+        o: &mut AttnTensorMut<'_, T>,
         lse: &mut DeviceSlice<f32>,
-        options: &ForwardOptions,
+        options: &ForwardOptions<'_>,
     ) -> Result<()> {
         let lse = Some(LseArg { address: lse.as_raw_ptr(), len: lse.len() });
-        let problem = ForwardProblem { q: arg(q), k: arg(k), v: arg(v), o: arg_mut(o), lse, options: *options };
+        let problem =
+            ForwardProblem { lse, ..ForwardProblem::new(T::DTYPE, arg(q), arg(k), arg(v), arg_mut(o), *options) };
         self.run(stream, &problem)
+    }
+
+    /// Attention over a variable-length batch, as `flash_attn_varlen_func`: the sequences of
+    /// `batch` are packed along the rows of Q, K, V and O, each `[1, heads, total, head_dim]`
+    /// (e.g. [`TensorLayout::thd`]); sequence `b`'s queries attend only to its own keys, with
+    /// the causal mask and windows aligned to its own bottom-right corner. With `lse`, the f32
+    /// logsumexp is written as `[heads, total_q]`, as FlashAttention's varlen call returns it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_varlen<T: Element>(
+        &self,
+        stream: &Stream,
+        q: &AttnTensor<'_, T>,
+        k: &AttnTensor<'_, T>,
+        v: &AttnTensor<'_, T>,
+        o: &mut AttnTensorMut<'_, T>,
+        lse: Option<&mut DeviceSlice<f32>>,
+        batch: &VarlenBatch,
+        options: &ForwardOptions<'_>,
+    ) -> Result<()> {
+        let lse = lse.map(|lse| LseArg { address: lse.as_raw_ptr(), len: lse.len() });
+        let problem = ForwardProblem {
+            lse,
+            varlen: Some(batch.arg()),
+            ..ForwardProblem::new(T::DTYPE, arg(q), arg(k), arg(v), arg_mut(o), *options)
+        };
+        self.run(stream, &problem)
+    }
+
+    /// Incremental decoding, as `flash_attn_with_kvcache`: appends `k_new`/`v_new`
+    /// (`[batch, kv_heads, rows, head_dim]`, given together or not at all) to `cache` at each
+    /// sequence's current length, then attends from `q` (`[batch, heads, seq_q, head_dim]`) over
+    /// each sequence's valid rows (old length + rows), causal and windows aligned to the
+    /// bottom-right corner; the cache's lengths then include the new rows.
+    ///
+    /// When the grid would leave SMs idle (few sequences and heads, short `seq_q`, long
+    /// caches), several CTAs share each query block's keys and a combine kernel merges their
+    /// results (split-KV; [`ForwardOptions::num_splits`] overrides the choice). Every argument
+    /// is checked first: an append that does not fit is [`Error::CacheFull`] and changes
+    /// nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_with_kvcache<T: Element>(
+        &self,
+        stream: &Stream,
+        q: &AttnTensor<'_, T>,
+        k_new: Option<&AttnTensor<'_, T>>,
+        v_new: Option<&AttnTensor<'_, T>>,
+        cache: &mut KvCache<T>,
+        o: &mut AttnTensorMut<'_, T>,
+        options: &ForwardOptions<'_>,
+    ) -> Result<()> {
+        let lengths = cache.lengths().to_vec();
+        let mut scratch = cache.scratch(0)?;
+        let problem = |scratch_cache: &KvCache<T>| KvCacheProblem {
+            dtype: T::DTYPE,
+            q: arg(q),
+            o: arg_mut(o),
+            k_new: k_new.map(arg),
+            v_new: v_new.map(arg),
+            cache: scratch_cache.arg(),
+            lengths: &lengths,
+            options: *options,
+        };
+        let mut kv_plan = plan_kv_cache(&problem(cache), self.multiprocessors, scratch)?;
+        if kv_plan.scratch_len > scratch.1 {
+            scratch = cache.scratch(kv_plan.scratch_len)?;
+            kv_plan = plan_kv_cache(&problem(cache), self.multiprocessors, scratch)?;
+        }
+        self.check_context(stream)?;
+        let problem = problem(cache);
+        let mut tensors = vec![(Operand::Q, problem.q), (Operand::O, problem.o)];
+        tensors.extend(problem.k_new.map(|t| (Operand::KNew, t)));
+        tensors.extend(problem.v_new.map(|t| (Operand::VNew, t)));
+        for (operand, t) in tensors {
+            self.check_allocation(operand, t.address, tensor_bytes(&t))?;
+        }
+        self.check_allocation(Operand::Cache, problem.cache.k, problem.cache.bytes)?;
+        if let Some(slopes) = options.alibi() {
+            self.check_allocation(Operand::AlibiSlopes, slopes.address, slopes.len as u64 * 4)?;
+        }
+
+        if let Some((grid, mut params)) = kv_plan.append {
+            self.launch_raw(stream, self.append, grid, APPEND_THREADS as u32, 0, &mut params)?;
+        }
+        self.launch(stream, &kv_plan.attention)?;
+        if let Some((grid, mut params)) = kv_plan.combine {
+            let function = self.combine[(T::DTYPE == Dtype::Bf16) as usize];
+            self.launch_raw(stream, function, grid, 32, 0, &mut params)?;
+        }
+        cache.advance(k_new.map_or(0, |k| k.layout().seq_len()));
+        Ok(())
     }
 
     /// Enqueues a forward call described by raw device addresses.
@@ -327,14 +441,16 @@ impl FlashAttention {
     ///
     /// # Safety
     /// The memory must stay allocated, and the inputs must not be written by anything else,
-    /// until the kernel has finished; `len` fields must not overstate the caller's buffers.
-    pub unsafe fn forward_raw(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
+    /// until the kernel has finished; `len` fields must not overstate the caller's buffers; the
+    /// memory must hold elements of `problem.dtype`; a `varlen` batch must describe valid offsets
+    /// in device memory (as [`VarlenBatch::arg`] does).
+    pub unsafe fn forward_raw(&self, stream: &Stream, problem: &ForwardProblem<'_>) -> Result<()> {
         self.run(stream, problem)
     }
 
     /// Validates `problem` (pure checks, then the context and every buffer against the driver)
     /// and launches it.
-    fn run(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
+    fn run(&self, stream: &Stream, problem: &ForwardProblem<'_>) -> Result<()> {
         let problem = &self.tuned(problem);
         let plan = plan(problem, self.multiprocessors)?;
         self.check_device_memory(stream, problem)?;
@@ -343,7 +459,30 @@ impl FlashAttention {
 
     /// The current context and the stream's must be ours, and every buffer must lie inside one
     /// device allocation of our context.
-    fn check_device_memory(&self, stream: &Stream, problem: &ForwardProblem) -> Result<()> {
+    fn check_device_memory(&self, stream: &Stream, problem: &ForwardProblem<'_>) -> Result<()> {
+        self.check_context(stream)?;
+        let tensors =
+            [(Operand::Q, &problem.q), (Operand::K, &problem.k), (Operand::V, &problem.v), (Operand::O, &problem.o)];
+        for (operand, t) in tensors {
+            self.check_allocation(operand, t.address, tensor_bytes(t))?;
+        }
+        if let Some(lse) = problem.lse {
+            let [batch, heads, seq_q, _] = problem.q.layout.shape;
+            self.check_allocation(Operand::Lse, lse.address, (batch * heads * seq_q) as u64 * 4)?;
+        }
+        if let Some(slopes) = problem.options.alibi() {
+            self.check_allocation(Operand::AlibiSlopes, slopes.address, slopes.len as u64 * 4)?;
+        }
+        if let Some(varlen) = problem.varlen {
+            let bytes = (varlen.batch as u64 + 1) * 4;
+            self.check_allocation(Operand::CuSeqlensQ, varlen.cu_seqlens_q, bytes)?;
+            self.check_allocation(Operand::CuSeqlensK, varlen.cu_seqlens_k, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The current context and the stream's must be ours.
+    fn check_context(&self, stream: &Stream) -> Result<()> {
         if current_context()? != self.context {
             return Err(Error::WrongContext { what: "current context" });
         }
@@ -352,17 +491,6 @@ impl FlashAttention {
         driver("cuStreamGetCtx", unsafe { cu::cuStreamGetCtx(stream.as_inner(), &mut stream_context) })?;
         if ContextHandle(stream_context) != self.context {
             return Err(Error::WrongContext { what: "stream's context" });
-        }
-        let tensors =
-            [(Operand::Q, &problem.q), (Operand::K, &problem.k), (Operand::V, &problem.v), (Operand::O, &problem.o)];
-        for (operand, t) in tensors {
-            // `plan` succeeded, so the extent is known not to overflow.
-            let bytes = t.layout.required_len().unwrap_or(0) as u64 * 2;
-            self.check_allocation(operand, t.address, bytes)?;
-        }
-        if let Some(lse) = problem.lse {
-            let [batch, heads, seq_q, _] = problem.q.layout.shape;
-            self.check_allocation(Operand::Lse, lse.address, (batch * heads * seq_q) as u64 * 4)?;
         }
         Ok(())
     }
@@ -395,24 +523,36 @@ impl FlashAttention {
     }
 
     fn launch(&self, stream: &Stream, plan: &LaunchPlan) -> Result<()> {
-        let function = self.function(plan.kernel);
         let mut params = plan.params;
-        let mut args = [&mut params as *mut _ as *mut c_void];
-        let (x, y, z) = plan.grid;
-        // SAFETY: `plan` was validated: grid, block and shared memory match the kernel's
-        // configuration, and every address in `params` is memory of this context that covers
-        // what the kernel reads or writes. The parameter block matches the kernel's single
-        // by-value `AttentionParams` argument.
+        self.launch_raw(stream, self.function(plan.kernel), plan.grid, plan.block, plan.smem_bytes, &mut params)
+    }
+
+    /// Launches `function` with one by-value parameter block `P`. Callers pass a validated plan:
+    /// grid, block and shared memory match the kernel's configuration, `P` is the kernel's
+    /// parameter type, and every address in it is memory of this context that covers what the
+    /// kernel reads or writes.
+    fn launch_raw<P>(
+        &self,
+        stream: &Stream,
+        function: KernelFunction,
+        (x, y, z): (u32, u32, u32),
+        block: u32,
+        smem_bytes: u32,
+        params: &mut P,
+    ) -> Result<()> {
+        let mut args = [params as *mut P as *mut c_void];
+        // SAFETY: the plan's guarantees above; `args` outlives the call, which copies the
+        // parameter block.
         driver("cuLaunchKernel", unsafe {
             cu::cuLaunchKernel(
                 function.0,
                 x,
                 y,
                 z,
-                plan.block,
+                block,
                 1,
                 1,
-                plan.smem_bytes,
+                smem_bytes,
                 stream.as_inner(),
                 args.as_mut_ptr(),
                 std::ptr::null_mut(),
@@ -459,16 +599,21 @@ fn current_context() -> Result<ContextHandle> {
     Ok(ContextHandle(context))
 }
 
-fn arg(t: &AttnTensor<'_>) -> TensorArg {
+fn arg<T: Element>(t: &AttnTensor<'_, T>) -> TensorArg {
     tensor_arg(t.data(), t.layout())
 }
 
-fn arg_mut(t: &AttnTensorMut<'_>) -> TensorArg {
+fn arg_mut<T: Element>(t: &AttnTensorMut<'_, T>) -> TensorArg {
     tensor_arg(t.data(), t.layout())
 }
 
-fn tensor_arg(data: &DeviceSlice<f16>, layout: TensorLayout) -> TensorArg {
+fn tensor_arg<T: Element>(data: &DeviceSlice<T>, layout: TensorLayout) -> TensorArg {
     TensorArg { address: data.as_raw_ptr(), len: data.len(), layout }
+}
+
+/// Bytes a validated tensor reaches (its extent is known not to overflow).
+fn tensor_bytes(t: &TensorArg) -> u64 {
+    t.layout.required_len().unwrap_or(0) as u64 * 2
 }
 
 /// Raw device address of a slice.

@@ -7,51 +7,86 @@ use crate::error::{Error, Result};
 /// sm_80, sm_86, sm_89 and sm_90 through the driver's JIT).
 pub static PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flashcore_kernels.ptx"));
 
-/// One kernel entry point and its compile-time configuration.
+/// One attention entry point and its compile-time configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelInfo {
     /// Entry-point name in the PTX.
     pub name: &'static str,
     /// Tile configuration.
     pub tile: TileConfig,
+    /// Element type of its tensors.
+    pub dtype: Dtype,
     /// Whether it applies a mask per query row (causal or sliding-window attention).
     pub masked: bool,
-    /// Whether it softcaps the scores.
-    pub softcap: bool,
+    /// Whether it can modify scores (softcap, ALiBi).
+    pub score_mods: bool,
+    /// Whether it takes sequence geometry from device arrays (varlen, KV cache, paging,
+    /// split-KV).
+    pub varlen: bool,
 }
 
 macro_rules! kernel_table {
-    ($( ($name:ident, $tile:ident, $masked:expr, $softcap:expr) ),* $(,)?) => {
-        /// Every kernel entry point in [`PTX`].
-        pub static KERNELS: &[KernelInfo] = &[
-            $( KernelInfo { name: stringify!($name), tile: $tile, masked: $masked, softcap: $softcap } ),*
-        ];
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:expr, $score_mods:expr, $varlen:expr) ),* $(,)?) => {
+        /// Every attention entry point in [`PTX`].
+        pub static KERNELS: &[KernelInfo] = &[ $(
+            KernelInfo {
+                name: concat!("attention_fwd_", stringify!($config), "_", stringify!($variant)),
+                tile: $tile,
+                dtype: Dtype::$dtype,
+                masked: $masked,
+                score_mods: $score_mods,
+                varlen: $varlen,
+            }
+        ),* ];
     };
 }
 for_each_kernel!(kernel_table);
 
-/// Head dimensions with a kernel.
-pub const SUPPORTED_HEAD_DIMS: [usize; 3] = [64, 128, 256];
+/// The split-KV combine entry point for an element type (one warp per row, grid
+/// `(seq_q, heads, batch)`).
+pub const fn combine_kernel(dtype: Dtype) -> &'static str {
+    match dtype {
+        Dtype::F16 => "attention_combine_f16",
+        Dtype::Bf16 => "attention_combine_bf16",
+    }
+}
 
-/// The kernel for a problem: its head dimension, whether it is masked (causal or windowed) and
-/// softcapped, and the tile height.
+/// The KV-cache append entry point (`abi::APPEND_THREADS` threads per CTA).
+pub const APPEND_KERNEL: &str = "kv_cache_append";
+
+/// Head dimensions with a kernel.
+pub const SUPPORTED_HEAD_DIMS: [usize; 5] = [32, 64, 96, 128, 256];
+
+/// The kernel for a problem: its element type and head dimension, whether it is masked (causal
+/// or windowed), modifies scores (softcap, ALiBi) and reads sequence geometry from device arrays
+/// (varlen, KV cache), and the tile height.
 ///
 /// With `q_tile_rows` given, exactly that configuration (or `None`). Otherwise the tallest Q
 /// tile that still gives at least one CTA per multiprocessor (`batch_heads · ⌈seq_q / rows⌉ ≥
 /// multiprocessors`): tall tiles halve shared-memory traffic per FLOP, short ones fill the GPU
 /// when there is little work; with too little work for any, the shortest.
+#[allow(clippy::too_many_arguments)]
 pub fn select(
+    dtype: Dtype,
     head_dim: usize,
     masked: bool,
-    softcap: bool,
+    score_mods: bool,
+    varlen: bool,
     batch_heads: usize,
     seq_q: usize,
     multiprocessors: usize,
     q_tile_rows: Option<usize>,
 ) -> Option<&'static KernelInfo> {
     // Runs on every launch: iterate the static table, allocate nothing.
-    let candidates =
-        || KERNELS.iter().filter(move |k| k.tile.head_dim == head_dim && k.masked == masked && k.softcap == softcap);
+    let candidates = || {
+        KERNELS.iter().filter(move |k| {
+            k.dtype == dtype
+                && k.tile.head_dim == head_dim
+                && k.masked == masked
+                && k.score_mods == score_mods
+                && k.varlen == varlen
+        })
+    };
     if let Some(rows) = q_tile_rows {
         return candidates().find(|k| k.tile.q_tile_rows == rows);
     }

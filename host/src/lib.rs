@@ -4,10 +4,12 @@
 //! end: the kernels are a Rust crate compiled to PTX by rustc's NVPTX backend, embedded in this
 //! library at build time and launched through [`cust`].
 //!
-//! `O = softmax(Q·Kᵀ·scale [+ causal mask])·V` in one kernel: f16 inputs and output, f32
-//! accumulation on the tensor cores (`mma.sync.m16n8k16`), online softmax, K/V streamed through a
-//! `cp.async` pipeline in shared memory. Head dimensions 64, 128 and 256, causal or not, any sequence
-//! length, any batch and head count, any strides with a contiguous head dimension.
+//! `O = softmax(Q·Kᵀ·scale [+ mask] [+ ALiBi])·V` in one kernel: f16 or bf16 inputs and output,
+//! f32 accumulation on the tensor cores (`mma.sync.m16n8k16`), online softmax, K/V streamed
+//! through a `cp.async` pipeline in shared memory. Head dimensions 32, 64, 96, 128 and 256;
+//! causal, sliding-window or full attention; GQA/MQA; softcap; ALiBi; any sequence lengths
+//! (Sq ≠ Sk); variable-length batches ([`VarlenBatch`]); KV-cache decoding with paging and
+//! split-KV ([`KvCache`]); any strides with a contiguous head dimension.
 //!
 //! Start with [`FlashAttention`]; [`plan::plan`] validates a call without a GPU, and
 //! [`mod@reference`] computes the same function on the CPU.
@@ -21,21 +23,29 @@
 #[macro_use]
 #[path = "../../kernels-gpu/src/abi.rs"]
 pub mod abi;
+mod element;
 mod error;
 mod flash;
 pub mod kernels;
+mod kv_cache;
 mod options;
 pub mod plan;
 pub mod reference;
 mod tensor;
 pub mod timing;
 pub mod tuning;
+mod varlen;
 
+pub use abi::Dtype;
+pub use element::Element;
 pub use error::{Dim, Error, Operand, Result};
 pub use flash::{FlashAttention, KernelResources};
+pub use half::{bf16, f16};
 pub use kernels::SUPPORTED_HEAD_DIMS;
-pub use options::ForwardOptions;
+pub use kv_cache::{KvCache, PAGE_ROWS_MULTIPLE};
+pub use options::{ForwardOptions, SlopesArg};
 pub use tensor::{AttnTensor, AttnTensorMut, TensorLayout};
+pub use varlen::VarlenBatch;
 
 /// Floating-point operations of one forward call, as FlashAttention counts them:
 /// `4·B·H·Sq·Sk·D` (two matrix products), halved when causal.

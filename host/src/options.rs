@@ -1,5 +1,18 @@
 //! Options of a forward call.
 
+use std::marker::PhantomData;
+
+use cust::memory::DeviceSlice;
+
+/// ALiBi slopes in device memory, as [`ForwardOptions::alibi_slopes`] records them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlopesArg {
+    /// Device address of the first f32 slope.
+    pub address: u64,
+    /// Number of slopes: `heads` (one per head) or `batch * heads` (per sequence and head).
+    pub len: usize,
+}
+
 /// Options of [`FlashAttention::forward`](crate::FlashAttention::forward), built with chained
 /// setters:
 ///
@@ -7,21 +20,44 @@
 /// let options = flashcore::ForwardOptions::new().causal(true).softmax_scale(0.125);
 /// assert!(options.is_causal());
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct ForwardOptions {
+///
+/// The lifetime is that of borrowed device memory ([`alibi_slopes`](Self::alibi_slopes)); options
+/// without it are `ForwardOptions<'static>`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ForwardOptions<'a> {
     causal: bool,
     window: (i32, i32),
     softcap: f32,
     softmax_scale: Option<f32>,
     q_tile_rows: Option<usize>,
+    num_splits: usize,
+    alibi: Option<SlopesArg>,
+    slopes: PhantomData<&'a DeviceSlice<f32>>,
 }
 
-impl ForwardOptions {
+impl Default for ForwardOptions<'_> {
+    fn default() -> Self {
+        ForwardOptions::new()
+    }
+}
+
+impl ForwardOptions<'static> {
     /// Non-causal attention with scale `1 / sqrt(head_dim)`.
     pub const fn new() -> Self {
-        Self { causal: false, window: (-1, -1), softcap: 0.0, softmax_scale: None, q_tile_rows: None }
+        Self {
+            causal: false,
+            window: (-1, -1),
+            softcap: 0.0,
+            softmax_scale: None,
+            q_tile_rows: None,
+            num_splits: 0,
+            alibi: None,
+            slopes: PhantomData,
+        }
     }
+}
 
+impl<'a> ForwardOptions<'a> {
     /// Causal masking, aligned to the bottom-right corner as in FlashAttention ≥ 2.1: query row
     /// `i` attends to keys `0..=i + seq_k - seq_q` (with equal lengths, `0..=i`). A row that sees
     /// no key (only when `seq_q > seq_k`) gets output 0 and logsumexp −∞.
@@ -70,6 +106,46 @@ impl ForwardOptions {
     /// The softcap (0: off).
     pub const fn softcap_value(&self) -> f32 {
         self.softcap
+    }
+
+    /// ALiBi, as FlashAttention's `alibi_slopes`: the bias `-slope · |i + seq_k - seq_q - j|`
+    /// is added to the scaled score of query row `i` and key `j` (after the softcap, if any).
+    /// `slopes` are f32, one per head (`heads` values) or per sequence and head (`batch · heads`,
+    /// batch-major); any other length is an error at launch. The values stay on the device and
+    /// are not read by the host: like Q, K and V, a non-finite slope gives non-finite rows.
+    pub fn alibi_slopes<'b>(self, slopes: &'b DeviceSlice<f32>) -> ForwardOptions<'b>
+    where
+        'a: 'b,
+    {
+        ForwardOptions {
+            alibi: Some(SlopesArg { address: slopes.as_device_ptr().as_raw(), len: slopes.len() }),
+            slopes: PhantomData,
+            ..self
+        }
+    }
+
+    /// The ALiBi slopes, if any.
+    pub const fn alibi(&self) -> Option<SlopesArg> {
+        self.alibi
+    }
+
+    /// Whether the score-modifier kernels run (softcap or ALiBi).
+    pub fn modifies_scores(&self) -> bool {
+        self.softcap > 0.0 || self.alibi.is_some()
+    }
+
+    /// KV-cache calls ([`forward_with_kvcache`](crate::FlashAttention::forward_with_kvcache)):
+    /// how many CTAs share each query block's keys (split-KV, merged by a combine kernel).
+    /// 0 (the default) chooses from the work and the device; 1 turns splitting off. At most
+    /// [`MAX_KV_SPLITS`](crate::plan::MAX_KV_SPLITS).
+    pub const fn num_splits(mut self, splits: usize) -> Self {
+        self.num_splits = splits;
+        self
+    }
+
+    /// The requested number of KV splits (0: automatic).
+    pub const fn num_splits_value(&self) -> usize {
+        self.num_splits
     }
 
     /// The factor applied to `Q·Kᵀ` before the softmax (default `1 / sqrt(head_dim)`); must be

@@ -1,7 +1,7 @@
 //! Validation of a forward call and the launch it maps to. Pure host code: it needs no device,
 //! so every check is tested on any machine, and nothing invalid reaches a launch.
 
-use crate::abi::{AttentionParams, Strides};
+use crate::abi::{AppendParams, AttentionParams, CombineParams, Dtype, Strides, APPEND_THREADS};
 use crate::error::{Dim, Error, Operand, Result};
 use crate::kernels::{self, KernelInfo};
 use crate::options::ForwardOptions;
@@ -13,17 +13,19 @@ pub const MAX_HEAD_SPAN: u64 = i32::MAX as u64;
 pub const MAX_BATCH: u64 = 65_535;
 /// Largest number of heads (the grid's y dimension).
 pub const MAX_HEADS: u64 = 65_535;
+/// Most CTAs that may share one query block's keys (split-KV).
+pub const MAX_KV_SPLITS: usize = 128;
 
-const F16_BYTES: u64 = 2;
+const ELEMENT_BYTES: u64 = 2;
 const F32_BYTES: u64 = 4;
 const CHUNK_BYTES: u64 = 16;
 
-/// One f16 tensor argument as raw device memory: base address, buffer length and layout.
+/// One f16/bf16 tensor argument as raw device memory: base address, buffer length and layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TensorArg {
     /// Device address of element `[0, 0, 0, 0]`.
     pub address: u64,
-    /// Elements (f16) in the buffer starting at `address`.
+    /// Elements (16-bit) in the buffer starting at `address`.
     pub len: usize,
     /// The logical layout.
     pub layout: TensorLayout,
@@ -38,9 +40,32 @@ pub struct LseArg {
     pub len: usize,
 }
 
+/// A variable-length batch: sequences packed along the rows of `[1, heads, total, head_dim]`
+/// tensors, sequence `b` at rows `cu_seqlens[b]..cu_seqlens[b + 1]` (see
+/// [`VarlenBatch`](crate::VarlenBatch), which builds and checks one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VarlenArg {
+    /// Device address of the `batch + 1` u32 query offsets.
+    pub cu_seqlens_q: u64,
+    /// Device address of the `batch + 1` u32 key offsets.
+    pub cu_seqlens_k: u64,
+    /// Number of sequences.
+    pub batch: usize,
+    /// The longest query sequence.
+    pub max_seqlen_q: usize,
+    /// The longest key sequence.
+    pub max_seqlen_k: usize,
+    /// The last query offset: rows of Q and O in use.
+    pub total_q: usize,
+    /// The last key offset: rows of K and V in use.
+    pub total_k: usize,
+}
+
 /// A complete forward call, described by addresses: what [`plan`] checks.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ForwardProblem {
+pub struct ForwardProblem<'a> {
+    /// Element type of Q, K, V and O.
+    pub dtype: Dtype,
     /// Queries.
     pub q: TensorArg,
     /// Keys.
@@ -51,11 +76,29 @@ pub struct ForwardProblem {
     pub o: TensorArg,
     /// Optional logsumexp output.
     pub lse: Option<LseArg>,
-    /// Causality and scale.
-    pub options: ForwardOptions,
+    /// Variable-length batch, if any (the tensors are then `[1, heads, total, head_dim]`, and
+    /// the logsumexp `[heads, total_q]`).
+    pub varlen: Option<VarlenArg>,
+    /// Causality, window, scale, softcap, ALiBi.
+    pub options: ForwardOptions<'a>,
 }
 
-/// A validated launch: which kernel, its grid, block and shared memory, and its parameters.
+impl<'a> ForwardProblem<'a> {
+    /// A fixed-length problem without logsumexp output.
+    pub fn new(
+        dtype: Dtype,
+        q: TensorArg,
+        k: TensorArg,
+        v: TensorArg,
+        o: TensorArg,
+        options: ForwardOptions<'a>,
+    ) -> Self {
+        Self { dtype, q, k, v, o, lse: None, varlen: None, options }
+    }
+}
+
+/// A validated attention launch: which kernel, its grid, block and shared memory, and its
+/// parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LaunchPlan {
     /// The kernel configuration chosen.
@@ -73,24 +116,169 @@ pub struct LaunchPlan {
 /// Checks every argument of `problem` and returns the launch it maps to on a device with
 /// `multiprocessors` SMs (which steers the tile choice, see [`kernels::select`]), or the first
 /// error.
-pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPlan> {
-    let ForwardProblem { q, k, v, o, lse, options } = *problem;
-    let tensors = [(Operand::Q, q), (Operand::K, k), (Operand::V, v), (Operand::O, o)];
-
+pub fn plan(problem: &ForwardProblem<'_>, multiprocessors: usize) -> Result<LaunchPlan> {
+    let ForwardProblem { dtype, q, k, v, o, lse, varlen, options } = *problem;
     check_shapes(&q.layout, &k.layout, &v.layout, &options)?;
     check_dims(Operand::O, &o.layout)?;
     let [batch, heads, seq_q, head_dim] = q.layout.shape;
     let seq_k = k.layout.seq_len();
     check_shape(Operand::O, &o.layout, [batch, heads, seq_q, head_dim])?;
-    let scale = options.scale_for(head_dim);
-    if batch as u64 > MAX_BATCH {
+    let ranges = check_tensors([(Operand::Q, q), (Operand::K, k), (Operand::V, v), (Operand::O, o)])?;
+    check_no_overlap(Operand::O, ranges[3], &ranges[..3])?;
+    if let Some(lse) = lse {
+        // Fixed lengths: [batch, heads, seq_q]; varlen: [heads, total_q] (batch is 1 here).
+        let range = check_f32_array(Operand::Lse, lse.address, lse.len, batch as u64 * heads as u64 * seq_q as u64)?;
+        check_no_overlap(Operand::Lse, range, &ranges)?;
+    }
+
+    // The sequences: the tensors' batch, or the varlen offsets into their rows.
+    let (sequences, max_q, max_k) = match varlen {
+        None => (batch, seq_q, seq_k),
+        Some(varlen) => {
+            for (operand, layout) in [(Operand::Q, &q.layout), (Operand::K, &k.layout), (Operand::O, &o.layout)] {
+                if layout.batch() != 1 {
+                    return Err(Error::ShapeMismatch { operand, dim: Dim::Batch, expected: 1, actual: layout.batch() });
+                }
+            }
+            for (operand, total, rows) in [(Operand::Q, varlen.total_q, seq_q), (Operand::K, varlen.total_k, seq_k)] {
+                if total > rows {
+                    return Err(Error::ShapeMismatch { operand, dim: Dim::SeqLen, expected: total, actual: rows });
+                }
+            }
+            (varlen.batch, varlen.max_seqlen_q.max(1), varlen.max_seqlen_k)
+        }
+    };
+    if sequences as u64 > MAX_BATCH {
         return Err(Error::TooLarge { operand: Operand::Q, what: "batch", limit: MAX_BATCH });
     }
     if heads as u64 > MAX_HEADS {
         return Err(Error::TooLarge { operand: Operand::Q, what: "heads", limit: MAX_HEADS });
     }
+    let alibi_batch_stride = check_alibi(&options, sequences, heads)?;
 
-    let mut ranges = [(Operand::Q, 0u64, 0u64); 4];
+    let kernel = select_kernel(dtype, &options, head_dim, varlen.is_some(), sequences * heads, max_q, multiprocessors)?;
+    let mut params = attention_params(&options, kernel, head_dim);
+    params.q = q.address;
+    params.k = k.address;
+    params.v = v.address;
+    params.o = o.address;
+    params.q_strides = strides(&q.layout);
+    params.k_strides = strides(&k.layout);
+    params.v_strides = strides(&v.layout);
+    params.o_strides = strides(&o.layout);
+    params.seq_q = max_q as u32;
+    params.seq_k = max_k as u32;
+    params.batch = sequences as u32;
+    params.heads = heads as u32;
+    params.kv_group = (heads / k.layout.heads()) as u32;
+    params.window_left = kernel_window(options.effective_window().0, max_q, max_k);
+    params.window_right = kernel_window(options.effective_window().1, max_q, max_k);
+    params.alibi_batch_stride = alibi_batch_stride;
+    // seq_q is below 2^31 (head span check), so these fit in u64 math.
+    params.lse_strides = Strides { batch: (heads * seq_q) as u64, head: seq_q as u64, row: 1 };
+    if let Some(lse) = lse {
+        params.lse = lse.address;
+    }
+    if let Some(varlen) = varlen {
+        params.cu_seqlens_q = varlen.cu_seqlens_q;
+        params.cu_seqlens_k = varlen.cu_seqlens_k;
+        // Sequences are found through the offsets, not the batch stride.
+        for s in [&mut params.q_strides, &mut params.k_strides, &mut params.v_strides, &mut params.o_strides] {
+            s.batch = 0;
+        }
+        params.lse_strides.batch = 0;
+    }
+    Ok(LaunchPlan {
+        kernel,
+        grid: (max_q.div_ceil(kernel.tile.q_tile_rows) as u32, heads as u32, sequences as u32),
+        block: kernel.tile.threads() as u32,
+        smem_bytes: kernel.tile.smem_bytes() as u32,
+        params,
+    })
+}
+
+/// The kernel for the options (masked, score modifiers, forced tile height) and the problem size.
+fn select_kernel(
+    dtype: Dtype,
+    options: &ForwardOptions<'_>,
+    head_dim: usize,
+    varlen: bool,
+    batch_heads: usize,
+    seq_q: usize,
+    multiprocessors: usize,
+) -> Result<&'static KernelInfo> {
+    let forced = options.forced_q_tile_rows();
+    let (masked, score_mods) = (options.is_masked(), options.modifies_scores());
+    kernels::select(dtype, head_dim, masked, score_mods, varlen, batch_heads, seq_q, multiprocessors, forced)
+        .ok_or(Error::UnsupportedTile { q_tile_rows: forced.unwrap_or(0), head_dim })
+}
+
+/// Parameters that follow from the options alone; every address, stride and length is 0.
+fn attention_params(options: &ForwardOptions<'_>, kernel: &KernelInfo, head_dim: usize) -> AttentionParams {
+    let scale = options.scale_for(head_dim);
+    let softcap = options.softcap_value() > 0.0;
+    let zero = Strides::default();
+    AttentionParams {
+        q: 0,
+        k: 0,
+        v: 0,
+        o: 0,
+        lse: 0,
+        q_strides: zero,
+        k_strides: zero,
+        v_strides: zero,
+        o_strides: zero,
+        lse_strides: zero,
+        o_split_stride: 0,
+        lse_split_stride: 0,
+        cu_seqlens_q: 0,
+        cu_seqlens_k: 0,
+        seqused_k: 0,
+        block_table: 0,
+        alibi_slopes: if kernel.score_mods { options.alibi().map_or(0, |a| a.address) } else { 0 },
+        seq_q: 0,
+        seq_k: 0,
+        batch: 0,
+        heads: 0,
+        kv_group: 1,
+        kv_splits: 1,
+        seqused_k_add: 0,
+        block_table_stride: 0,
+        page_rows: 0,
+        alibi_batch_stride: 0,
+        // Softcapped scores are already scaled (natural units): only log2(e) remains.
+        scale_log2: if softcap { std::f32::consts::LOG2_E } else { scale * std::f32::consts::LOG2_E },
+        window_left: -1,
+        window_right: -1,
+        softcap: options.softcap_value(),
+        softcap_scale: if softcap { scale / options.softcap_value() } else { 0.0 },
+        // The bias is added to raw scores, which the softmax then multiplies by the scale.
+        alibi_scale: if softcap { 1.0 } else { 1.0 / scale },
+    }
+}
+
+/// ALiBi slopes must be 4-byte aligned and number `heads` (shared by all sequences: batch
+/// stride 0) or `batch · heads` (batch stride `heads`).
+fn check_alibi(options: &ForwardOptions<'_>, batch: usize, heads: usize) -> Result<u32> {
+    let Some(slopes) = options.alibi() else { return Ok(0) };
+    check_f32_array(Operand::AlibiSlopes, slopes.address, slopes.len, slopes.len as u64)?;
+    if slopes.len == heads {
+        Ok(0)
+    } else if slopes.len == batch * heads {
+        Ok(heads as u32)
+    } else {
+        Err(Error::WrongLength {
+            operand: Operand::AlibiSlopes,
+            expected: format!("heads ({heads}) or batch x heads ({})", batch * heads),
+            actual: slopes.len,
+        })
+    }
+}
+
+/// Per tensor: 16-byte alignment, the layout inside the buffer, the 32-bit head span. Returns
+/// each tensor's byte range.
+fn check_tensors<const N: usize>(tensors: [(Operand, TensorArg); N]) -> Result<[ByteRange; N]> {
+    let mut ranges = [(Operand::Q, 0u64, 0u64); N];
     for (i, (operand, t)) in tensors.into_iter().enumerate() {
         check_alignment(operand, &t)?;
         let required = t.layout.required_len().ok_or(Error::TooLarge {
@@ -102,84 +290,40 @@ pub fn plan(problem: &ForwardProblem, multiprocessors: usize) -> Result<LaunchPl
             return Err(Error::BufferTooSmall { operand, required, len: t.len });
         }
         check_head_span(operand, &t.layout)?;
-        ranges[i] = (operand, t.address, byte_len(required as u64, F16_BYTES, operand)?);
+        ranges[i] = (operand, t.address, byte_len(required as u64, ELEMENT_BYTES, operand)?);
     }
-    let (_, o_start, o_bytes) = ranges[3];
-    for &(input, start, bytes) in &ranges[..3] {
-        if overlaps((o_start, o_bytes), (start, bytes)) {
-            return Err(Error::Aliasing { output: Operand::O, input });
-        }
-    }
-
-    let lse_address = match lse {
-        None => 0,
-        Some(lse) => {
-            if lse.address % F32_BYTES != 0 {
-                return Err(Error::MisalignedPointer {
-                    operand: Operand::Lse,
-                    address: lse.address,
-                    alignment: F32_BYTES,
-                });
-            }
-            let required = (batch as u64 * heads as u64).checked_mul(seq_q as u64).ok_or(Error::TooLarge {
-                operand: Operand::Lse,
-                what: "the element count",
-                limit: u64::MAX,
-            })?;
-            if required > lse.len as u64 {
-                return Err(Error::BufferTooSmall { operand: Operand::Lse, required: required as usize, len: lse.len });
-            }
-            let lse_range = (lse.address, byte_len(required, F32_BYTES, Operand::Lse)?);
-            for (input, start, bytes) in ranges {
-                if overlaps(lse_range, (start, bytes)) {
-                    return Err(Error::Aliasing { output: Operand::Lse, input });
-                }
-            }
-            lse.address
-        }
-    };
-
-    let forced = options.forced_q_tile_rows();
-    let softcap = options.softcap_value() > 0.0;
-    let kernel = kernels::select(head_dim, options.is_masked(), softcap, batch * heads, seq_q, multiprocessors, forced)
-        .ok_or(Error::UnsupportedTile { q_tile_rows: forced.unwrap_or(0), head_dim })?;
-    let q_blocks = seq_q.div_ceil(kernel.tile.q_tile_rows);
-    Ok(LaunchPlan {
-        kernel,
-        // seq_q fits in 31 bits (head span check), so q_blocks and the casts below do too.
-        grid: (q_blocks as u32, heads as u32, batch as u32),
-        block: kernel.tile.threads() as u32,
-        smem_bytes: kernel.tile.smem_bytes() as u32,
-        params: AttentionParams {
-            q: q.address,
-            k: k.address,
-            v: v.address,
-            o: o.address,
-            lse: lse_address,
-            q_strides: strides(&q.layout),
-            k_strides: strides(&k.layout),
-            v_strides: strides(&v.layout),
-            o_strides: strides(&o.layout),
-            seq_q: seq_q as u32,
-            seq_k: seq_k as u32,
-            heads: heads as u32,
-            kv_group: (heads / k.layout.heads()) as u32,
-            // Softcapped scores are already scaled (natural units): only log2(e) remains.
-            scale_log2: if softcap { std::f32::consts::LOG2_E } else { scale * std::f32::consts::LOG2_E },
-            softcap: options.softcap_value(),
-            softcap_scale: if softcap { scale / options.softcap_value() } else { 0.0 },
-            window_left: kernel_window(options.effective_window().0, seq_q, seq_k),
-            window_right: kernel_window(options.effective_window().1, seq_q, seq_k),
-        },
-    })
+    Ok(ranges)
 }
+
+/// An f32 (or u32) array of at least `required` elements at a 4-byte aligned address; returns its
+/// byte range.
+fn check_f32_array(operand: Operand, address: u64, len: usize, required: u64) -> Result<ByteRange> {
+    if address % F32_BYTES != 0 {
+        return Err(Error::MisalignedPointer { operand, address, alignment: F32_BYTES });
+    }
+    if required > len as u64 {
+        return Err(Error::BufferTooSmall { operand, required: required as usize, len });
+    }
+    Ok((operand, address, byte_len(required, F32_BYTES, operand)?))
+}
+
+/// An output's bytes must not overlap any of `others`.
+fn check_no_overlap(output: Operand, range: ByteRange, others: &[ByteRange]) -> Result<()> {
+    match others.iter().find(|other| other.0 != output && overlaps((range.1, range.2), (other.1, other.2))) {
+        Some(&(input, _, _)) => Err(Error::Aliasing { output, input }),
+        None => Ok(()),
+    }
+}
+
+/// An argument's device bytes: (which, start, length).
+type ByteRange = (Operand, u64, u64);
 
 /// Checks the inputs' shapes against each other and the options: no zero dimension, contiguous
 /// head dimensions, a supported head dimension, K and V matching Q in batch and head dim and each
 /// other in everything, Q heads a multiple of K/V heads (GQA/MQA), a finite positive scale.
 /// Sequence lengths of Q and K/V may differ, causal or not (the causal mask is aligned to the
 /// bottom-right corner).
-pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, options: &ForwardOptions) -> Result<()> {
+pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, options: &ForwardOptions<'_>) -> Result<()> {
     for (operand, layout) in [(Operand::Q, q), (Operand::K, k), (Operand::V, v)] {
         check_dims(operand, layout)?;
     }
@@ -193,9 +337,17 @@ pub fn check_shapes(q: &TensorLayout, k: &TensorLayout, v: &TensorLayout, option
     if heads % kv_heads != 0 {
         return Err(Error::HeadsNotDivisible { q_heads: heads, kv_heads });
     }
+    check_options(options, head_dim)
+}
+
+/// Scale, window, softcap and split count of the options.
+fn check_options(options: &ForwardOptions<'_>, head_dim: usize) -> Result<()> {
     let scale = options.scale_for(head_dim);
     if !(scale.is_finite() && scale > 0.0) {
         return Err(Error::InvalidScale(scale));
+    }
+    if options.num_splits_value() > MAX_KV_SPLITS {
+        return Err(Error::InvalidSplits(options.num_splits_value()));
     }
     let (left, right) = options.window_size();
     if left < -1 || right < -1 {
@@ -248,7 +400,7 @@ fn check_alignment(operand: Operand, t: &TensorArg) -> Result<()> {
     // The head dimension's stride is 1 (checked earlier); the other three must be aligned.
     let outer = DIMS.into_iter().zip(t.layout.shape).zip(t.layout.strides).take(3);
     for ((dim, size), stride) in outer {
-        if size > 1 && stride % (CHUNK_BYTES / F16_BYTES) as usize != 0 {
+        if size > 1 && stride % (CHUNK_BYTES / ELEMENT_BYTES) as usize != 0 {
             return Err(Error::MisalignedStride { operand, dim, stride });
         }
     }
@@ -277,4 +429,242 @@ fn overlaps((a, a_len): (u64, u64), (b, b_len): (u64, u64)) -> bool {
 
 fn strides(layout: &TensorLayout) -> Strides {
     Strides { batch: layout.strides[0] as u64, head: layout.strides[1] as u64, row: layout.strides[2] as u64 }
+}
+
+/// A KV cache as the kernels see it. [`KvCache`](crate::KvCache) builds it from memory it owns
+/// and has checked, so [`plan_kv_cache`] trusts its layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CacheArg {
+    /// Device address of the key cache.
+    pub k: u64,
+    /// Device address of the value cache.
+    pub v: u64,
+    /// Bytes of each of the two caches.
+    pub bytes: u64,
+    /// Element strides: per sequence (contiguous) or per page (paged), per head, per row.
+    pub strides: Strides,
+    /// Sequences.
+    pub batch: usize,
+    /// K/V heads.
+    pub kv_heads: usize,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Rows each sequence can hold.
+    pub capacity: usize,
+    /// Device address of the `batch` u32 current lengths.
+    pub lengths: u64,
+    /// Device address of `batch` u32 lengths the append writes (a second buffer, so that no
+    /// kernel of the call writes what another reads).
+    pub next_lengths: u64,
+    /// Paged: device address of the `[batch, block_table_stride]` u32 block table, else 0.
+    pub block_table: u64,
+    /// Paged: pages per sequence.
+    pub block_table_stride: usize,
+    /// Paged: rows per page.
+    pub page_rows: usize,
+}
+
+/// A KV-cache forward call: optionally append `k_new`/`v_new` at each sequence's current
+/// length, then attend from `q` over the cache's valid rows.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KvCacheProblem<'a> {
+    /// Element type.
+    pub dtype: Dtype,
+    /// Queries, `[batch, heads, seq_q, head_dim]`.
+    pub q: TensorArg,
+    /// Output, shaped like Q.
+    pub o: TensorArg,
+    /// Keys to append, `[batch, kv_heads, rows, head_dim]`.
+    pub k_new: Option<TensorArg>,
+    /// Values to append, shaped like `k_new`.
+    pub v_new: Option<TensorArg>,
+    /// The cache.
+    pub cache: CacheArg,
+    /// The cache's current lengths (the host's copy of `cache.lengths`).
+    pub lengths: &'a [u32],
+    /// Options (`num_splits` included).
+    pub options: ForwardOptions<'a>,
+}
+
+/// The launches of a KV-cache call, in order.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct KvCachePlan {
+    /// The append kernel's grid and parameters (when rows are appended).
+    pub append: Option<((u32, u32, u32), AppendParams)>,
+    /// The attention kernel (with split-KV, it writes f32 partials to the scratch buffer).
+    pub attention: LaunchPlan,
+    /// The combine kernel's grid and parameters (split-KV only; one warp per CTA).
+    pub combine: Option<((u32, u32, u32), CombineParams)>,
+    /// f32 elements of scratch the split-KV launch needs (0 without).
+    pub scratch_len: usize,
+}
+
+/// Checks a KV-cache call and returns its launches on a device with `multiprocessors` SMs;
+/// `scratch` is the f32 scratch buffer (address, elements) for split-KV partials. If
+/// [`KvCachePlan::scratch_len`] exceeds the scratch given, grow it and plan again.
+pub fn plan_kv_cache(
+    problem: &KvCacheProblem<'_>,
+    multiprocessors: usize,
+    scratch: (u64, usize),
+) -> Result<KvCachePlan> {
+    let KvCacheProblem { dtype, q, o, k_new, v_new, cache, lengths, options } = *problem;
+    for (operand, layout) in [(Operand::Q, &q.layout), (Operand::O, &o.layout)] {
+        check_dims(operand, layout)?;
+    }
+    let [batch, heads, seq_q, head_dim] = q.layout.shape;
+    if !kernels::SUPPORTED_HEAD_DIMS.contains(&head_dim) {
+        return Err(Error::UnsupportedHeadDim(head_dim));
+    }
+    check_options(&options, head_dim)?;
+    check_shape(Operand::Q, &q.layout, [cache.batch, heads, seq_q, cache.head_dim])?;
+    check_shape(Operand::O, &o.layout, [batch, heads, seq_q, head_dim])?;
+    if heads % cache.kv_heads != 0 {
+        return Err(Error::HeadsNotDivisible { q_heads: heads, kv_heads: cache.kv_heads });
+    }
+    if heads as u64 > MAX_HEADS {
+        return Err(Error::TooLarge { operand: Operand::Q, what: "heads", limit: MAX_HEADS });
+    }
+    let appended = match (k_new, v_new) {
+        (None, None) => None,
+        (Some(k), Some(v)) => Some((k, v)),
+        _ => return Err(Error::UnpairedAppend),
+    };
+    let rows = appended.map_or(0, |(k, _)| k.layout.seq_len());
+    let mut ranges = vec![(Operand::Cache, cache.k, cache.bytes), (Operand::Cache, cache.v, cache.bytes)];
+    ranges.extend(check_tensors([(Operand::Q, q), (Operand::O, o)])?);
+    if let Some((k, v)) = appended {
+        for (operand, t) in [(Operand::KNew, k), (Operand::VNew, v)] {
+            check_dims(operand, &t.layout)?;
+            check_shape(operand, &t.layout, [batch, cache.kv_heads, rows, head_dim])?;
+        }
+        let new = check_tensors([(Operand::KNew, k), (Operand::VNew, v)])?;
+        // The append writes the caches: the new rows must not live in them.
+        for range in new {
+            check_no_overlap(Operand::Cache, (Operand::Cache, cache.k, cache.bytes), &[range])?;
+            check_no_overlap(Operand::Cache, (Operand::Cache, cache.v, cache.bytes), &[range])?;
+        }
+        ranges.extend(new);
+    }
+    let o_range = ranges.iter().copied().find(|r| r.0 == Operand::O).unwrap_or((Operand::O, 0, 0));
+    check_no_overlap(Operand::O, o_range, &ranges)?;
+    for (sequence, &length) in lengths.iter().enumerate() {
+        if length as usize + rows > cache.capacity {
+            return Err(Error::CacheFull { sequence, length, appending: rows, capacity: cache.capacity });
+        }
+    }
+    let alibi_batch_stride = check_alibi(&options, batch, heads)?;
+
+    let kernel = select_kernel(dtype, &options, head_dim, true, batch * heads, seq_q, multiprocessors)?;
+    let q_blocks = seq_q.div_ceil(kernel.tile.q_tile_rows);
+    let longest = lengths.iter().map(|&l| l as usize).max().unwrap_or(0) + rows;
+    let splits = match options.num_splits_value() {
+        0 => auto_splits(batch * heads * q_blocks, longest.div_ceil(kernel.tile.kv_tile_rows), multiprocessors),
+        n => n,
+    };
+
+    let mut params = attention_params(&options, kernel, head_dim);
+    params.q = q.address;
+    params.k = cache.k;
+    params.v = cache.v;
+    params.q_strides = strides(&q.layout);
+    params.k_strides = cache.strides;
+    params.v_strides = cache.strides;
+    params.seq_q = seq_q as u32;
+    params.seq_k = cache.capacity as u32;
+    params.batch = batch as u32;
+    params.heads = heads as u32;
+    params.kv_group = (heads / cache.kv_heads) as u32;
+    params.window_left = kernel_window(options.effective_window().0, seq_q, cache.capacity);
+    params.window_right = kernel_window(options.effective_window().1, seq_q, cache.capacity);
+    params.alibi_batch_stride = alibi_batch_stride;
+    params.seqused_k = cache.lengths;
+    params.seqused_k_add = rows as u32;
+    params.block_table = cache.block_table;
+    params.block_table_stride = cache.block_table_stride as u32;
+    params.page_rows = cache.page_rows as u32;
+    params.kv_splits = splits as u32;
+
+    let rows_total = batch * heads * seq_q;
+    let (mut scratch_len, mut combine) = (0, None);
+    if splits > 1 {
+        // Partials: O as [split, batch, heads, seq_q, head_dim], then the logsumexps as
+        // [split, batch, heads, seq_q], all f32.
+        let o_len = splits * rows_total * head_dim;
+        scratch_len = o_len + splits * rows_total;
+        let (o_partial, lse_partial) = (scratch.0, scratch.0 + o_len as u64 * F32_BYTES);
+        params.o = o_partial;
+        params.o_strides =
+            Strides { batch: (heads * seq_q * head_dim) as u64, head: (seq_q * head_dim) as u64, row: head_dim as u64 };
+        params.o_split_stride = (rows_total * head_dim) as u64;
+        params.lse = lse_partial;
+        params.lse_strides = Strides { batch: (heads * seq_q) as u64, head: seq_q as u64, row: 1 };
+        params.lse_split_stride = rows_total as u64;
+        combine = Some((
+            (seq_q as u32, heads as u32, batch as u32),
+            CombineParams {
+                o_partial,
+                lse_partial,
+                o: o.address,
+                lse: 0,
+                o_strides: strides(&o.layout),
+                splits: splits as u32,
+                batch: batch as u32,
+                heads: heads as u32,
+                seq_q: seq_q as u32,
+                head_dim: head_dim as u32,
+            },
+        ));
+    } else {
+        params.o = o.address;
+        params.o_strides = strides(&o.layout);
+    }
+    let append = appended.filter(|_| rows > 0).map(|(k, v)| {
+        let chunks = rows * head_dim / 8;
+        (
+            (chunks.div_ceil(APPEND_THREADS) as u32, cache.kv_heads as u32, batch as u32),
+            AppendParams {
+                k_new: k.address,
+                v_new: v.address,
+                k_cache: cache.k,
+                v_cache: cache.v,
+                lengths: cache.lengths,
+                next_lengths: cache.next_lengths,
+                block_table: cache.block_table,
+                k_new_strides: strides(&k.layout),
+                v_new_strides: strides(&v.layout),
+                cache_strides: cache.strides,
+                rows: rows as u32,
+                kv_heads: cache.kv_heads as u32,
+                head_dim: head_dim as u32,
+                capacity: cache.capacity as u32,
+                block_table_stride: cache.block_table_stride as u32,
+                page_rows: cache.page_rows as u32,
+            },
+        )
+    });
+    if scratch_len > scratch.1 {
+        // The caller grows its scratch and plans again; nothing here is launched.
+        params.o = 0;
+    }
+    Ok(KvCachePlan {
+        append,
+        attention: LaunchPlan {
+            kernel,
+            grid: ((q_blocks * splits) as u32, heads as u32, batch as u32),
+            block: kernel.tile.threads() as u32,
+            smem_bytes: kernel.tile.smem_bytes() as u32,
+            params,
+        },
+        combine,
+        scratch_len,
+    })
+}
+
+/// Split-KV for small grids: enough splits to give every SM about two CTAs, while each split
+/// keeps at least two K/V tiles; none when the grid already fills the device.
+pub fn auto_splits(ctas: usize, kv_tiles: usize, multiprocessors: usize) -> usize {
+    if ctas == 0 || ctas >= multiprocessors {
+        return 1;
+    }
+    (2 * multiprocessors / ctas).min(kv_tiles / 2).clamp(1, MAX_KV_SPLITS)
 }

@@ -40,9 +40,30 @@ pub fn attention_f64<T: Copy + Into<f64>>(
     q: HostTensor<'_, T>,
     k: HostTensor<'_, T>,
     v: HostTensor<'_, T>,
-    options: &ForwardOptions,
+    options: &ForwardOptions<'_>,
 ) -> Result<Reference<f64>> {
-    attention(q, k, v, options)
+    attention_with(q, k, v, options, None)
+}
+
+/// Attention forward in f64 arithmetic with ALiBi: `slopes` holds one slope per head (`heads`
+/// values) or per sequence and head (`batch · heads`, batch-major), as
+/// [`ForwardOptions::alibi_slopes`](crate::ForwardOptions::alibi_slopes) takes them on the device.
+pub fn attention_f64_alibi<T: Copy + Into<f64>>(
+    q: HostTensor<'_, T>,
+    k: HostTensor<'_, T>,
+    v: HostTensor<'_, T>,
+    options: &ForwardOptions<'_>,
+    slopes: &[f32],
+) -> Result<Reference<f64>> {
+    let heads = q.layout.heads();
+    if slopes.len() != heads && slopes.len() != q.layout.batch() * heads {
+        return Err(Error::WrongLength {
+            operand: Operand::AlibiSlopes,
+            expected: format!("heads ({heads}) or batch x heads"),
+            actual: slopes.len(),
+        });
+    }
+    attention_with(q, k, v, options, Some(slopes))
 }
 
 /// Attention forward in f32 arithmetic (inputs converted exactly through f64).
@@ -50,9 +71,9 @@ pub fn attention_f32<T: Copy + Into<f64>>(
     q: HostTensor<'_, T>,
     k: HostTensor<'_, T>,
     v: HostTensor<'_, T>,
-    options: &ForwardOptions,
+    options: &ForwardOptions<'_>,
 ) -> Result<Reference<f32>> {
-    attention(q, k, v, options)
+    attention_with(q, k, v, options, None)
 }
 
 /// The arithmetic the reference needs, for f32 and f64.
@@ -87,11 +108,12 @@ macro_rules! impl_real {
 }
 impl_real!(f32, f64);
 
-fn attention<T: Copy + Into<f64>, F: Real>(
+fn attention_with<T: Copy + Into<f64>, F: Real>(
     q: HostTensor<'_, T>,
     k: HostTensor<'_, T>,
     v: HostTensor<'_, T>,
-    options: &ForwardOptions,
+    options: &ForwardOptions<'_>,
+    alibi: Option<&[f32]>,
 ) -> Result<Reference<F>> {
     check_shapes(&q.layout, &k.layout, &v.layout, options)?;
     for (operand, t) in [(Operand::Q, &q), (Operand::K, &k), (Operand::V, &v)] {
@@ -113,6 +135,7 @@ fn attention<T: Copy + Into<f64>, F: Real>(
     for b in 0..batch {
         for h in 0..heads {
             let hk = h / group;
+            let slope = alibi.map_or(0.0, |s| if s.len() == heads { s[h] } else { s[b * heads + h] }) as f64;
             for i in 0..seq_q {
                 // Row i sees keys i + shift - left ..= i + shift + right (bottom-right aligned;
                 // -1 unbounded; causal sets right = 0), clipped to the keys that exist.
@@ -136,6 +159,9 @@ fn attention<T: Copy + Into<f64>, F: Real>(
                     *score = dot * scale;
                     if cap > F::ZERO {
                         *score = cap * (*score / cap).tanh();
+                    }
+                    if slope != 0.0 {
+                        *score = *score - F::of(slope * (j as f64 - diagonal as f64).abs());
                     }
                     if *score > max {
                         max = *score;

@@ -33,6 +33,12 @@ impl TensorLayout {
         Self::new([batch, heads, seq_len, head_dim], [seq_len * heads * head_dim, head_dim, heads * head_dim, 1])
     }
 
+    /// A packed variable-length tensor `[total, heads, head_dim]` (FlashAttention's varlen
+    /// layout), as a `[1, heads, total, head_dim]` layout.
+    pub const fn thd(total: usize, heads: usize, head_dim: usize) -> Self {
+        Self::bshd(1, total, heads, head_dim)
+    }
+
     /// Batch size.
     pub const fn batch(&self) -> usize {
         self.shape[0]

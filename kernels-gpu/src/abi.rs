@@ -17,19 +17,33 @@ pub struct Strides {
     pub row: u64,
 }
 
+/// Element type of Q, K, V and O (accumulation is always f32).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dtype {
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
 /// Everything one attention launch needs, passed by value as a single kernel parameter.
+///
+/// Optional device arrays are 0 when absent; the host validates every one that is present.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionParams {
-    /// Device address of Q (f16), `[batch, heads, seq_q, head_dim]` through `q_strides`.
+    /// Device address of Q, `[batch, heads, seq_q, head_dim]` through `q_strides`.
     pub q: u64,
-    /// Device address of K (f16), `[batch, heads / kv_group, seq_k, head_dim]` through `k_strides`.
+    /// Device address of K, `[batch, heads / kv_group, seq_k, head_dim]` through `k_strides`
+    /// (paged: `[page, kv_head, row in page, head_dim]`).
     pub k: u64,
-    /// Device address of V (f16), `[batch, heads / kv_group, seq_k, head_dim]` through `v_strides`.
+    /// Device address of V, laid out as K through `v_strides`.
     pub v: u64,
-    /// Device address of O (f16), `[batch, heads, seq_q, head_dim]` through `o_strides`.
+    /// Device address of O, `[batch, heads, seq_q, head_dim]` through `o_strides`; with
+    /// `kv_splits > 1`, f32 partial outputs (one set per split, `o_split_stride` apart).
     pub o: u64,
-    /// Device address of the f32 logsumexp, contiguous `[batch, heads, seq_q]`; 0 when not wanted.
+    /// Device address of the f32 logsumexp (`lse_strides`); 0 when not wanted.
     pub lse: u64,
     /// Strides of Q.
     pub q_strides: Strides,
@@ -39,15 +53,47 @@ pub struct AttentionParams {
     pub v_strides: Strides,
     /// Strides of O.
     pub o_strides: Strides,
-    /// Number of query rows per (batch, head).
+    /// Logsumexp element strides: batch, head, row (row stride 1).
+    pub lse_strides: Strides,
+    /// Split-KV: elements between the partial outputs (and, in `lse`, partial logsumexps) of
+    /// consecutive splits.
+    pub o_split_stride: u64,
+    /// Split-KV: see `o_split_stride`.
+    pub lse_split_stride: u64,
+    /// Varlen: `[batch + 1]` u32 offsets of each sequence's first query row (the tensors then
+    /// have batch stride 0), or 0.
+    pub cu_seqlens_q: u64,
+    /// Varlen: as `cu_seqlens_q` for the keys, or 0.
+    pub cu_seqlens_k: u64,
+    /// KV cache: `[batch]` u32 valid cache lengths; sequence b sees
+    /// `min(seqused_k[b] + seqused_k_add, seq_k)` keys. 0 when absent.
+    pub seqused_k: u64,
+    /// Paged KV: `[batch, block_table_stride]` u32 page indices (K/V's batch stride is then the
+    /// page stride), or 0.
+    pub block_table: u64,
+    /// ALiBi: f32 slopes at `alibi_slopes[batch * alibi_batch_stride + head]`, or 0.
+    pub alibi_slopes: u64,
+    /// Query rows per (batch, head); varlen: the longest sequence (the grid is sized by it).
     pub seq_q: u32,
-    /// Number of key/value rows per (batch, head).
+    /// Key rows per (batch, head); varlen: the longest sequence; KV cache: the capacity.
     pub seq_k: u32,
+    /// Number of sequences (the grid's z dimension).
+    pub batch: u32,
     /// Number of query heads (the grid's y dimension).
     pub heads: u32,
     /// Query heads per K/V head (GQA/MQA; 1 without): query head `h` reads K/V head
     /// `h / kv_group`.
     pub kv_group: u32,
+    /// Split-KV: CTAs sharing one query block's keys (1: no split).
+    pub kv_splits: u32,
+    /// See `seqused_k`.
+    pub seqused_k_add: u32,
+    /// Paged KV: entries per batch row of `block_table`.
+    pub block_table_stride: u32,
+    /// Paged KV: rows per page (a multiple of every configuration's `kv_tile_rows`).
+    pub page_rows: u32,
+    /// See `alibi_slopes`.
+    pub alibi_batch_stride: u32,
     /// Softmax scale multiplied by log2(e): the kernels work in base 2 (`ex2`).
     pub scale_log2: f32,
     /// Masked kernels: query row i sees keys from `i + seq_k - seq_q - window_left` (unbounded
@@ -55,11 +101,14 @@ pub struct AttentionParams {
     pub window_left: i32,
     /// ... to `i + seq_k - seq_q + window_right` (unbounded when negative). Causal is (-1, 0).
     pub window_right: i32,
-    /// Softcap kernels: each score s becomes `softcap * tanh(s * softcap_scale)` (natural units)
-    /// before the softmax; `scale_log2` is then log2(e). Ignored by the other kernels.
+    /// Score-modifier kernels: each score s becomes `softcap * tanh(s * softcap_scale)` (natural
+    /// units; `scale_log2` is then log2(e)) when `softcap > 0`.
     pub softcap: f32,
     /// The softmax scale divided by `softcap`.
     pub softcap_scale: f32,
+    /// Score-modifier kernels with ALiBi: the bias `-slope * |i + seq_k - seq_q - j|` is added to
+    /// raw scores multiplied by this (1 / softmax scale, or 1 when softcapped).
+    pub alibi_scale: f32,
 }
 
 /// Compile-time tile parameters of one kernel configuration (FlashAttention-2's `Kernel_traits`).
@@ -83,7 +132,7 @@ pub struct TileConfig {
     pub stages: usize,
 }
 
-/// Bytes of one f16 element.
+/// Bytes of one element (f16 and bf16 alike).
 pub const ELEMENT_BYTES: usize = 2;
 
 impl TileConfig {
@@ -92,9 +141,16 @@ impl TileConfig {
         self.warps * 32
     }
 
+    /// Elements per shared-memory row: the head dimension rounded up to a multiple of 64, so
+    /// that every row is a whole number of 8-chunk swizzle groups (D = 32 and 96 leave the rest
+    /// of the row unused).
+    pub const fn smem_row_elems(&self) -> usize {
+        self.head_dim.div_ceil(64) * 64
+    }
+
     /// Bytes of one shared-memory tile of `rows` rows.
     pub const fn tile_bytes(&self, rows: usize) -> usize {
-        rows * self.head_dim * ELEMENT_BYTES
+        rows * self.smem_row_elems() * ELEMENT_BYTES
     }
 
     /// Dynamic shared memory per CTA: the Q tile plus `stages` K tiles and `stages` V tiles.
@@ -105,13 +161,14 @@ impl TileConfig {
     /// Whether the parameters are internally consistent (checked at compile time in the kernels
     /// and by a host test).
     pub const fn is_consistent(&self) -> bool {
-        // 16-byte chunks per row; the XOR swizzle permutes aligned groups of 8 chunks.
+        // 16-byte chunks of data per row (shared-memory rows are padded to groups of 8).
         let chunks_per_row = self.head_dim / 8;
         self.q_tile_rows == 16 * self.m_tiles * self.warps
             && self.m_tiles >= 1
             && self.m_tiles <= 4
             && self.kv_tile_rows % 16 == 0
-            && self.head_dim % 64 == 0
+            // Pairs of 16-wide k steps in S = Q·Kᵀ.
+            && self.head_dim % 32 == 0
             && self.stages >= 2
             && self.stages <= 4
             // Cooperative copies give every thread the same number of chunks.
@@ -119,6 +176,30 @@ impl TileConfig {
             && (self.kv_tile_rows * chunks_per_row) % self.threads() == 0
     }
 }
+
+/// Head dimension 32, small problems: 4 warps x 16 query rows, 64 keys per step, 2 stages
+/// (rows padded to 64 elements: 40 KiB of shared memory).
+pub const HEAD_DIM_32_Q64: TileConfig = TileConfig {
+    head_dim: 32,
+    q_tile_rows: 64,
+    m_tiles: 1,
+    q_in_registers: true,
+    kv_tile_rows: 64,
+    warps: 4,
+    stages: 2,
+};
+
+/// Head dimension 32, large problems: 4 warps x 32 query rows, 64 keys per step, 2 stages
+/// (48 KiB of shared memory).
+pub const HEAD_DIM_32_Q128: TileConfig = TileConfig {
+    head_dim: 32,
+    q_tile_rows: 128,
+    m_tiles: 2,
+    q_in_registers: true,
+    kv_tile_rows: 64,
+    warps: 4,
+    stages: 2,
+};
 
 /// Head dimension 64, small problems: 4 warps x 16 query rows (64-row Q tiles, twice as many
 /// CTAs), 64 keys per step, 2 stages (40 KiB of shared memory).
@@ -140,6 +221,30 @@ pub const HEAD_DIM_64_Q128: TileConfig = TileConfig {
     m_tiles: 2,
     q_in_registers: false,
     kv_tile_rows: 64,
+    warps: 4,
+    stages: 2,
+};
+
+/// Head dimension 96, small problems: 4 warps x 16 query rows, 64 keys per step, 2 stages
+/// (rows padded to 128 elements: 80 KiB of shared memory).
+pub const HEAD_DIM_96_Q64: TileConfig = TileConfig {
+    head_dim: 96,
+    q_tile_rows: 64,
+    m_tiles: 1,
+    q_in_registers: true,
+    kv_tile_rows: 64,
+    warps: 4,
+    stages: 2,
+};
+
+/// Head dimension 96, large problems: 4 warps x 32 query rows, Q re-read from shared memory,
+/// 32 keys per step (as D = 128: 64 spilled registers), 2 stages (64 KiB of shared memory).
+pub const HEAD_DIM_96_Q128: TileConfig = TileConfig {
+    head_dim: 96,
+    q_tile_rows: 128,
+    m_tiles: 2,
+    q_in_registers: false,
+    kv_tile_rows: 32,
     warps: 4,
     stages: 2,
 };
@@ -180,34 +285,138 @@ pub const HEAD_DIM_256_Q64: TileConfig = TileConfig {
     stages: 2,
 };
 
-/// Calls `$callback! { (entry_name, TILE_CONFIG, masked, softcap), ... }` with every kernel entry
-/// point (masked: causal or sliding-window attention, the window a launch parameter; softcap:
-/// `cap * tanh(s / cap)` on the scores, in kernels of their own so the others pay nothing).
+/// Calls `$callback! { (config, TILE_CONFIG, variant, dtype, masked, score_mods, varlen), ... }`
+/// with every attention entry point: each tile configuration x {f16, bf16} x masked x score
+/// modifiers, and for one configuration per head dimension the same again with varlen. The entry
+/// point is named `attention_fwd_<config>_<variant>`.
+///
+/// - masked: causal or sliding-window attention (the window is a launch parameter);
+/// - score modifiers: softcap and/or ALiBi (launch parameters);
+/// - varlen: sequence geometry from device arrays (varlen offsets, KV-cache lengths, paging,
+///   split-KV).
+///
+/// Each is a kernel of its own so that the others pay nothing for it in registers.
+///
 /// The kernel crate stamps out the entry points from it and the host builds its table from it,
 /// so the two cannot disagree. (Textually scoped: declare this module with `#[macro_use]`.)
 macro_rules! for_each_kernel {
     ($callback:ident) => {
+        for_each_kernel! { @expand $callback
+            fixed: [
+                (d32_q64, HEAD_DIM_32_Q64)
+                (d32_q128, HEAD_DIM_32_Q128)
+                (d64_q64, HEAD_DIM_64_Q64)
+                (d64_q128, HEAD_DIM_64_Q128)
+                (d96_q64, HEAD_DIM_96_Q64)
+                (d96_q128, HEAD_DIM_96_Q128)
+                (d128_q64, HEAD_DIM_128_Q64)
+                (d128_q128, HEAD_DIM_128_Q128)
+                (d256_q64, HEAD_DIM_256_Q64)
+            ]
+            varlen: [
+                (d32_q64, HEAD_DIM_32_Q64)
+                (d64_q64, HEAD_DIM_64_Q64)
+                (d96_q64, HEAD_DIM_96_Q64)
+                (d128_q64, HEAD_DIM_128_Q64)
+                (d256_q64, HEAD_DIM_256_Q64)
+            ]
+        }
+    };
+    (@expand $callback:ident
+        fixed: [ $( ($config:ident, $tile:ident) )* ]
+        varlen: [ $( ($vconfig:ident, $vtile:ident) )* ]
+    ) => {
         $callback! {
-            (attention_fwd_d64_q64, HEAD_DIM_64_Q64, false, false),
-            (attention_fwd_d64_q64_masked, HEAD_DIM_64_Q64, true, false),
-            (attention_fwd_d64_q64_softcap, HEAD_DIM_64_Q64, false, true),
-            (attention_fwd_d64_q64_masked_softcap, HEAD_DIM_64_Q64, true, true),
-            (attention_fwd_d64_q128, HEAD_DIM_64_Q128, false, false),
-            (attention_fwd_d64_q128_masked, HEAD_DIM_64_Q128, true, false),
-            (attention_fwd_d64_q128_softcap, HEAD_DIM_64_Q128, false, true),
-            (attention_fwd_d64_q128_masked_softcap, HEAD_DIM_64_Q128, true, true),
-            (attention_fwd_d128_q64, HEAD_DIM_128_Q64, false, false),
-            (attention_fwd_d128_q64_masked, HEAD_DIM_128_Q64, true, false),
-            (attention_fwd_d128_q64_softcap, HEAD_DIM_128_Q64, false, true),
-            (attention_fwd_d128_q64_masked_softcap, HEAD_DIM_128_Q64, true, true),
-            (attention_fwd_d128_q128, HEAD_DIM_128_Q128, false, false),
-            (attention_fwd_d128_q128_masked, HEAD_DIM_128_Q128, true, false),
-            (attention_fwd_d128_q128_softcap, HEAD_DIM_128_Q128, false, true),
-            (attention_fwd_d128_q128_masked_softcap, HEAD_DIM_128_Q128, true, true),
-            (attention_fwd_d256_q64, HEAD_DIM_256_Q64, false, false),
-            (attention_fwd_d256_q64_masked, HEAD_DIM_256_Q64, true, false),
-            (attention_fwd_d256_q64_softcap, HEAD_DIM_256_Q64, false, true),
-            (attention_fwd_d256_q64_masked_softcap, HEAD_DIM_256_Q64, true, true),
+            $(
+                ($config, $tile, f16, F16, false, false, false),
+                ($config, $tile, f16_masked, F16, true, false, false),
+                ($config, $tile, f16_scoremod, F16, false, true, false),
+                ($config, $tile, f16_masked_scoremod, F16, true, true, false),
+                ($config, $tile, bf16, Bf16, false, false, false),
+                ($config, $tile, bf16_masked, Bf16, true, false, false),
+                ($config, $tile, bf16_scoremod, Bf16, false, true, false),
+                ($config, $tile, bf16_masked_scoremod, Bf16, true, true, false),
+            )*
+            $(
+                ($vconfig, $vtile, f16_varlen, F16, false, false, true),
+                ($vconfig, $vtile, f16_masked_varlen, F16, true, false, true),
+                ($vconfig, $vtile, f16_scoremod_varlen, F16, false, true, true),
+                ($vconfig, $vtile, f16_masked_scoremod_varlen, F16, true, true, true),
+                ($vconfig, $vtile, bf16_varlen, Bf16, false, false, true),
+                ($vconfig, $vtile, bf16_masked_varlen, Bf16, true, false, true),
+                ($vconfig, $vtile, bf16_scoremod_varlen, Bf16, false, true, true),
+                ($vconfig, $vtile, bf16_masked_scoremod_varlen, Bf16, true, true, true),
+            )*
         }
     };
 }
+
+/// Launch parameters of the split-KV combine kernel (`attention_combine_<dtype>`): one warp per
+/// (row, head, batch) merges `splits` partial outputs by their logsumexps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CombineParams {
+    /// f32 partial outputs, `[split, batch, heads, seq_q, head_dim]` contiguous.
+    pub o_partial: u64,
+    /// f32 partial logsumexps, `[split, batch, heads, seq_q]` contiguous.
+    pub lse_partial: u64,
+    /// The output (f16 or bf16) through `o_strides`.
+    pub o: u64,
+    /// The f32 logsumexp output, `[batch, heads, seq_q]` contiguous, or 0.
+    pub lse: u64,
+    /// Strides of O.
+    pub o_strides: Strides,
+    /// Number of splits.
+    pub splits: u32,
+    /// Batch size (the grid's z dimension).
+    pub batch: u32,
+    /// Heads (the grid's y dimension).
+    pub heads: u32,
+    /// Query rows (the grid's x dimension).
+    pub seq_q: u32,
+    /// Head dimension (a multiple of 32).
+    pub head_dim: u32,
+}
+
+/// Launch parameters of the KV-cache append kernel (`kv_cache_append`): copies `rows` new K and V
+/// rows of each sequence into the cache at rows `lengths[b]..lengths[b] + rows`, and writes
+/// `lengths[b] + rows` to `next_lengths[b]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AppendParams {
+    /// New keys, `[batch, kv_heads, rows, head_dim]` through `k_new_strides`.
+    pub k_new: u64,
+    /// New values through `v_new_strides`.
+    pub v_new: u64,
+    /// The key cache through `cache_strides` (paged: batch stride = page stride).
+    pub k_cache: u64,
+    /// The value cache, laid out as the key cache.
+    pub v_cache: u64,
+    /// `[batch]` u32 current lengths (read).
+    pub lengths: u64,
+    /// `[batch]` u32 lengths after the append (written).
+    pub next_lengths: u64,
+    /// Paged cache: `[batch, block_table_stride]` u32 page indices, or 0.
+    pub block_table: u64,
+    /// Strides of the new keys.
+    pub k_new_strides: Strides,
+    /// Strides of the new values.
+    pub v_new_strides: Strides,
+    /// Strides of both caches.
+    pub cache_strides: Strides,
+    /// New rows per sequence.
+    pub rows: u32,
+    /// K/V heads (the grid's y dimension).
+    pub kv_heads: u32,
+    /// Head dimension (a multiple of 8).
+    pub head_dim: u32,
+    /// Rows each sequence's cache holds (capacity).
+    pub capacity: u32,
+    /// Paged cache: entries per row of `block_table`.
+    pub block_table_stride: u32,
+    /// Paged cache: rows per page.
+    pub page_rows: u32,
+}
+
+/// Threads per CTA of the append kernel.
+pub const APPEND_THREADS: usize = 128;

@@ -127,13 +127,25 @@ pub fn lg2(x: f32) -> f32 {
     r
 }
 
-/// Two f32 rounded to f16 and packed: `lo` in bits 0..16, `hi` in bits 16..32.
+/// Two f32 rounded (to nearest even) to f16 and packed: `lo` in bits 0..16, `hi` in 16..32.
 #[inline(always)]
 pub fn pack_f16x2(lo: f32, hi: f32) -> u32 {
     let r: u32;
     // SAFETY: pure arithmetic. `cvt.rn.f16x2.f32 d, a, b` puts `a` in the upper half.
     unsafe {
         asm!("cvt.rn.f16x2.f32 {r}, {hi}, {lo};", r = out(reg32) r, hi = in(reg32) hi, lo = in(reg32) lo,
+             options(pure, nomem, nostack))
+    }
+    r
+}
+
+/// Two f32 rounded (to nearest even) to bf16 and packed: `lo` in bits 0..16, `hi` in 16..32.
+#[inline(always)]
+pub fn pack_bf16x2(lo: f32, hi: f32) -> u32 {
+    let r: u32;
+    // SAFETY: pure arithmetic. `cvt.rn.bf16x2.f32 d, a, b` puts `a` in the upper half.
+    unsafe {
+        asm!("cvt.rn.bf16x2.f32 {r}, {hi}, {lo};", r = out(reg32) r, hi = in(reg32) hi, lo = in(reg32) lo,
              options(pure, nomem, nostack))
     }
     r
@@ -204,26 +216,44 @@ pub unsafe fn ldmatrix_x4_trans(addr: u32) -> [u32; 4] {
     r
 }
 
-/// `d = a * b + c` with `mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32`: A is 16x16 f16
-/// (4 registers), B is 16x8 f16 (2 registers), C and D are 16x8 f32 (layouts in `layout`).
-#[inline(always)]
-pub fn mma_m16n8k16(a: [u32; 4], b: [u32; 2], c: [f32; 4]) -> [f32; 4] {
-    let (d0, d1, d2, d3);
-    // SAFETY: register-only warp-collective instruction; the kernels call it with all lanes
-    // converged (not `pure`: see the module comment).
-    unsafe {
-        asm!(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 \
-             {{{0}, {1}, {2}, {3}}}, {{{4}, {5}, {6}, {7}}}, {{{8}, {9}}}, {{{10}, {11}, {12}, {13}}};",
-            out(reg32) d0, out(reg32) d1, out(reg32) d2, out(reg32) d3,
-            in(reg32) a[0], in(reg32) a[1], in(reg32) a[2], in(reg32) a[3],
-            in(reg32) b[0], in(reg32) b[1],
-            in(reg32) c[0], in(reg32) c[1], in(reg32) c[2], in(reg32) c[3],
-            options(nomem, nostack),
-        );
-    }
-    [d0, d1, d2, d3]
+/// One `mma.sync.aligned.m16n8k16.row.col.f32.<ab>.<ab>.f32`: A is 16x16 (4 registers), B is
+/// 16x8 (2 registers) of the element type `ab`, C and D are 16x8 f32 (layouts in `layout`).
+macro_rules! mma_m16n8k16 {
+    ($(#[$doc:meta])* $name:ident, $ptx:literal) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub fn $name(a: [u32; 4], b: [u32; 2], c: [f32; 4]) -> [f32; 4] {
+            let (d0, d1, d2, d3);
+            // SAFETY: register-only warp-collective instruction; the kernels call it with all
+            // lanes converged (not `pure`: see the module comment).
+            unsafe {
+                asm!(
+                    $ptx,
+                    out(reg32) d0, out(reg32) d1, out(reg32) d2, out(reg32) d3,
+                    in(reg32) a[0], in(reg32) a[1], in(reg32) a[2], in(reg32) a[3],
+                    in(reg32) b[0], in(reg32) b[1],
+                    in(reg32) c[0], in(reg32) c[1], in(reg32) c[2], in(reg32) c[3],
+                    options(nomem, nostack),
+                );
+            }
+            [d0, d1, d2, d3]
+        }
+    };
 }
+
+mma_m16n8k16!(
+    /// `d = a * b + c`, f16 inputs, f32 accumulation.
+    mma_m16n8k16_f16,
+    "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 \
+     {{{0}, {1}, {2}, {3}}}, {{{4}, {5}, {6}, {7}}}, {{{8}, {9}}}, {{{10}, {11}, {12}, {13}}};"
+);
+
+mma_m16n8k16!(
+    /// `d = a * b + c`, bf16 inputs, f32 accumulation.
+    mma_m16n8k16_bf16,
+    "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 \
+     {{{0}, {1}, {2}, {3}}}, {{{4}, {5}, {6}, {7}}}, {{{8}, {9}}}, {{{10}, {11}, {12}, {13}}};"
+);
 
 /// Starts an asynchronous 16-byte copy global -> shared (`cp.async.cg`, cached in L2 only).
 /// Copies `src_bytes` (0 or 16) bytes and zero-fills the rest, so rows past the end of a tensor
@@ -290,6 +320,26 @@ pub unsafe fn ld_shared_v4(addr: u32) -> [u32; 4] {
         asm!(
             "ld.shared.v4.b32 {{{0}, {1}, {2}, {3}}}, [{4}];",
             out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr,
+            options(nostack, readonly),
+        );
+    }
+    [a, b, c, d]
+}
+
+/// Loads 16 bytes from global memory with one vector load.
+///
+/// # Safety
+/// `src` must point to 16 readable, 16-byte-aligned bytes of global memory.
+#[inline(always)]
+pub unsafe fn ld_global_v4(src: *const u8) -> [u32; 4] {
+    let (a, b, c, d);
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "cvta.to.global.u64 {g}, {p};",
+            "ld.global.v4.b32 {{{0}, {1}, {2}, {3}}}, [{g}];",
+            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d,
+            p = in(reg64) src, g = out(reg64) _,
             options(nostack, readonly),
         );
     }

@@ -6,13 +6,17 @@
 //! and row sum in base 2 (online softmax), rescales its O accumulator, and adds P·V, with P
 //! converted to f16 in registers: S and P never touch shared or global memory.
 //!
+//! Around that core, all at launch time: variable-length batches (`cu_seqlens`), KV-cache
+//! lengths (`seqused_k`), paged K/V (a block table), and split-KV (several CTAs share one query
+//! block's keys and write f32 partial results that `combine` merges).
+//!
 //! Register tiles are flat arrays: fragment `(m, j)` of a tile with `J` fragments per 16-row
 //! m-tile is element `m * J + j`.
 
 use crate::abi::{AttentionParams, Strides, TileConfig};
 use crate::arch;
 use crate::layout;
-use crate::tile::{AFrag, BFrag, CFrag, FragArray, SharedTile};
+use crate::tile::{AFrag, BFrag, CFrag, Element, FragArray, SharedTile};
 
 /// Everything fixed at compile time for one kernel entry point (FlashAttention-2's
 /// `Kernel_traits`). The register-tile types carry lengths derived from `TILE`; the kernel checks
@@ -20,11 +24,17 @@ use crate::tile::{AFrag, BFrag, CFrag, FragArray, SharedTile};
 pub trait KernelTraits {
     /// Tile sizes, warps and pipeline depth.
     const TILE: TileConfig;
+    /// Element type of Q, K, V and O.
+    type Elem: Element;
     /// Whether each query row sees only a window of keys (causal or local attention; the window
     /// comes with the launch, see `AttentionParams::window_left`).
     const MASKED: bool;
-    /// Whether scores are softcapped (`AttentionParams::softcap`).
-    const SOFTCAP: bool;
+    /// Whether sequence geometry comes from device arrays: varlen offsets, KV-cache lengths, a
+    /// block table, split-KV. Fixed-length kernels keep all of it out of their registers.
+    const VARLEN: bool;
+    /// Whether scores may be modified: softcapped (`AttentionParams::softcap`) and/or biased by
+    /// ALiBi (`AttentionParams::alibi_slopes`), each when its launch parameter asks for it.
+    const SCORE_MODS: bool;
     /// A fragments of one warp's Q rows: `m_tiles * head_dim / 16` when kept in registers,
     /// else empty.
     type QFrags: FragArray<AFrag>;
@@ -38,10 +48,98 @@ pub trait KernelTraits {
 
 const LN_2: f32 = core::f32::consts::LN_2;
 
-/// Address of element (batch, head, row 0) of a tensor, as a pointer to f16 bits.
+/// Address of element (batch, head, row 0) of a tensor, as a pointer to 16-bit elements.
 #[inline(always)]
 fn head_ptr(addr: u64, strides: &Strides, batch: u32, head: u32) -> *mut u16 {
     (addr + 2 * (batch as u64 * strides.batch + head as u64 * strides.head)) as *mut u16
+}
+
+/// Reads element `index` of a u32 device array.
+///
+/// # Safety
+/// `addr` is a host-validated array of more than `index` elements.
+#[inline(always)]
+unsafe fn load_u32(addr: u64, index: u32) -> u32 {
+    // SAFETY: guaranteed by the caller.
+    unsafe { *(addr as *const u32).add(index as usize) }
+}
+
+/// Where one sequence of the batch lives and how long it is.
+struct Sequence {
+    /// Row of its first query in Q and O (varlen; else 0).
+    q_offset: u32,
+    /// Its query rows.
+    seq_q: u32,
+    /// Row of its first key in K and V (varlen; else 0).
+    k_offset: u32,
+    /// Its key rows.
+    seq_k: u32,
+}
+
+impl Sequence {
+    /// Sequence `batch` of a launch: fixed lengths, or varlen offsets, or KV-cache lengths.
+    ///
+    /// # Safety
+    /// The optional arrays of `p` are host-validated and cover `batch`.
+    #[inline(always)]
+    unsafe fn of<C: KernelTraits>(p: &AttentionParams, batch: u32) -> Self {
+        if !C::VARLEN {
+            return Self { q_offset: 0, seq_q: p.seq_q, k_offset: 0, seq_k: p.seq_k };
+        }
+        // SAFETY: `cu_seqlens_*` hold batch + 1 entries and `seqused_k` batch (caller).
+        unsafe {
+            let (q_offset, seq_q) = if p.cu_seqlens_q != 0 {
+                let start = load_u32(p.cu_seqlens_q, batch);
+                (start, load_u32(p.cu_seqlens_q, batch + 1) - start)
+            } else {
+                (0, p.seq_q)
+            };
+            let (k_offset, mut seq_k) = if p.cu_seqlens_k != 0 {
+                let start = load_u32(p.cu_seqlens_k, batch);
+                (start, load_u32(p.cu_seqlens_k, batch + 1) - start)
+            } else {
+                (0, p.seq_k)
+            };
+            if p.seqused_k != 0 {
+                // The host keeps lengths within the capacity; the min keeps every read inside
+                // the cache whatever the device array holds.
+                seq_k = load_u32(p.seqused_k, batch).saturating_add(p.seqused_k_add).min(p.seq_k);
+            }
+            Self { q_offset, seq_q, k_offset, seq_k }
+        }
+    }
+}
+
+/// What one CTA computes: a query block of one (sequence, head), and with split-KV one share of
+/// its keys.
+struct Block {
+    batch: u32,
+    head: u32,
+    split: u32,
+    /// First query row of the block within its sequence.
+    q_start: u32,
+    seq: Sequence,
+}
+
+impl Block {
+    /// The block of this CTA.
+    ///
+    /// # Safety
+    /// As [`Sequence::of`].
+    #[inline(always)]
+    unsafe fn locate<C: KernelTraits>(p: &AttentionParams) -> Self {
+        let (block_x, head, batch) = arch::block_idx();
+        // kv_splits >= 1 (host-validated); `max` lets the compiler drop its division-by-zero panic.
+        let splits = if C::VARLEN { p.kv_splits.max(1) } else { 1 };
+        let (q_block_index, split) = (block_x / splits, block_x % splits);
+        // Causal: later query blocks see more keys; run them first so the grid's tail is short.
+        let q_rows = C::TILE.q_tile_rows as u32;
+        let q_blocks = p.seq_q.div_ceil(q_rows);
+        let q_block = if C::MASKED { q_blocks - 1 - q_block_index } else { q_block_index };
+        // SAFETY: forwarded from the caller.
+        let seq = unsafe { Sequence::of::<C>(p, batch) };
+        Self { batch, head, split, q_start: q_block * q_rows, seq }
+    }
 }
 
 /// The shared-memory tiles of one CTA: `[Q | K stage 0..stages | V stage 0..stages]`.
@@ -50,34 +148,31 @@ struct SharedTiles {
     q: SharedTile,
     kv_base: u32,
     kv_bytes: u32,
-    kv_rows: usize,
-    head_dim: usize,
-    stages: usize,
+    tile: TileConfig,
 }
 
 impl SharedTiles {
     #[inline(always)]
     fn carve(tile: TileConfig) -> Self {
         let smem = arch::dynamic_smem_base();
-        let q = SharedTile::new(smem, tile.q_tile_rows, tile.head_dim);
-        Self {
-            q,
-            kv_base: smem + q.bytes(),
-            kv_bytes: tile.tile_bytes(tile.kv_tile_rows) as u32,
-            kv_rows: tile.kv_tile_rows,
-            head_dim: tile.head_dim,
-            stages: tile.stages,
-        }
+        let q = SharedTile::new(smem, tile.q_tile_rows, tile.head_dim, tile.smem_row_elems());
+        Self { q, kv_base: smem + q.bytes(), kv_bytes: tile.tile_bytes(tile.kv_tile_rows) as u32, tile }
+    }
+
+    #[inline(always)]
+    fn kv_tile(&self, index: usize) -> SharedTile {
+        let t = self.tile;
+        SharedTile::new(self.kv_base + index as u32 * self.kv_bytes, t.kv_tile_rows, t.head_dim, t.smem_row_elems())
     }
 
     #[inline(always)]
     fn k(&self, stage: usize) -> SharedTile {
-        SharedTile::new(self.kv_base + stage as u32 * self.kv_bytes, self.kv_rows, self.head_dim)
+        self.kv_tile(stage)
     }
 
     #[inline(always)]
     fn v(&self, stage: usize) -> SharedTile {
-        SharedTile::new(self.kv_base + (self.stages + stage) as u32 * self.kv_bytes, self.kv_rows, self.head_dim)
+        self.kv_tile(self.tile.stages + stage)
     }
 }
 
@@ -90,11 +185,11 @@ struct RowState<C: KernelTraits> {
     sum: C::RowValues,
 }
 
-/// Computes one query block of one (batch, head).
+/// Computes one query block of one (batch, head), or with split-KV one share of its keys.
 ///
 /// # Safety
-/// Launched with grid `(ceil(seq_q / q_tile_rows), heads, batch)`, `TILE.threads()` threads,
-/// `TILE.smem_bytes()` bytes of dynamic shared memory, and parameters the host validated.
+/// Launched with grid `(ceil(seq_q / q_tile_rows) * kv_splits, heads, batch)`, `TILE.threads()`
+/// threads, `TILE.smem_bytes()` bytes of dynamic shared memory, and parameters the host validated.
 #[inline(always)]
 pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     const {
@@ -109,38 +204,67 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let (q_rows, kv_rows, stages) = (tile.q_tile_rows as u32, tile.kv_tile_rows as u32, tile.stages);
     let thread = arch::thread_idx() as usize;
     let warp_row0 = 16 * tile.m_tiles * arch::warp_id() as usize;
-    let (block_x, head, batch) = arch::block_idx();
-
-    // Causal: later query blocks see more keys; run them first so the grid's tail is short.
-    let q_blocks = p.seq_q.div_ceil(q_rows);
-    let q_block = if C::MASKED { q_blocks - 1 - block_x } else { block_x };
-    let q_start = q_block * q_rows;
+    // SAFETY: host-validated parameters.
+    let Block { batch, head, split, q_start, seq } = unsafe { Block::locate::<C>(p) };
+    // Varlen: the grid covers the longest sequence; shorter ones leave blocks with no rows.
+    // (A uniform exit before any barrier.)
+    if q_start >= seq.seq_q {
+        return;
+    }
     // Masked kernels: query row i sees keys i + lo ..= i + hi, aligned to the bottom-right corner
     // (as FlashAttention >= 2.1); with seq_q > seq_k, or a window, a row may see no key at all.
     // Only the K/V tiles that some row of this block sees are loaded.
     // (The host bounds lengths by 2^31 / head_dim and windows likewise, so i32 holds all below.)
     const UNBOUNDED: i32 = 1 << 30;
-    let shift = p.seq_k as i32 - p.seq_q as i32;
+    let shift = seq.seq_k as i32 - seq.seq_q as i32;
     let lo = if p.window_left >= 0 { shift - p.window_left } else { -UNBOUNDED };
     let hi = if p.window_right >= 0 { shift + p.window_right } else { UNBOUNDED };
-    let seq_k = p.seq_k as i32;
-    let (first_tile, kv_end) = if C::MASKED {
+    let seq_k = seq.seq_k as i32;
+    let (visible_first_tile, kv_end) = if C::MASKED {
         let begin = (q_start as i32 + lo).max(0).min(seq_k) as u32;
         let end = (q_start as i32 + q_rows as i32 + hi).max(0).min(seq_k) as u32;
         (begin / kv_rows, end)
     } else {
-        (0, p.seq_k)
+        (0, seq.seq_k)
     };
-    let kv_blocks = kv_end.div_ceil(kv_rows).saturating_sub(first_tile) as usize;
+    // Split-KV: this CTA takes an equal share of the visible tiles (possibly none: it then
+    // writes an empty partial result, logsumexp -inf, which the combine step ignores).
+    let visible_tiles = kv_end.div_ceil(kv_rows).saturating_sub(visible_first_tile);
+    let tiles_per_split = if C::VARLEN { visible_tiles.div_ceil(p.kv_splits.max(1)) } else { visible_tiles };
+    let first_tile = visible_first_tile + split * tiles_per_split;
+    let kv_blocks = tiles_per_split.min(visible_tiles.saturating_sub(split * tiles_per_split)) as usize;
 
     let q_row_stride = p.q_strides.row as u32;
     let (k_row_stride, v_row_stride) = (p.k_strides.row as u32, p.v_strides.row as u32);
-    // SAFETY: q_start < seq_q, and the host checked that every row of every head is in bounds.
-    let q_ptr = unsafe { head_ptr(p.q, &p.q_strides, batch, head).add((q_start * q_row_stride) as usize) };
+    // SAFETY: q_start < seq_q, and the host checked that every row of every sequence and head
+    // is in bounds.
+    let q_ptr =
+        unsafe { head_ptr(p.q, &p.q_strides, batch, head).add(((seq.q_offset + q_start) * q_row_stride) as usize) };
     // kv_group >= 1 (host-validated); `max` lets the compiler drop its division-by-zero panic.
     let kv_head = head / p.kv_group.max(1);
-    let k_ptr = head_ptr(p.k, &p.k_strides, batch, kv_head);
-    let v_ptr = head_ptr(p.v, &p.v_strides, batch, kv_head);
+    // K/V rows of this (sequence, head) start at `k_ptr`/`v_ptr`; paged, the head's rows of page
+    // 0 do, and each tile adds its page's offset (a tile never straddles pages).
+    let paged = C::VARLEN && p.block_table != 0;
+    let (kv_batch, kv_row0) = if paged { (0, 0) } else { (batch, seq.k_offset) };
+    // SAFETY: in bounds of K and V (host-validated); only an address is formed here.
+    let (k_ptr, v_ptr) = unsafe {
+        (
+            head_ptr(p.k, &p.k_strides, kv_batch, kv_head).add((kv_row0 * k_row_stride) as usize),
+            head_ptr(p.v, &p.v_strides, kv_batch, kv_head).add((kv_row0 * v_row_stride) as usize),
+        )
+    };
+    let kv_rows_at = |base: *mut u16, strides: &Strides, row0: u32| -> *const u16 {
+        let offset = if paged {
+            let page_rows = p.page_rows.max(1);
+            // SAFETY: row0 < seq_k <= block_table_stride * page_rows (host-validated).
+            let page = unsafe { load_u32(p.block_table, batch * p.block_table_stride + row0 / page_rows) };
+            page as u64 * strides.batch + ((row0 % page_rows) * strides.row as u32) as u64
+        } else {
+            (row0 * strides.row as u32) as u64
+        };
+        // SAFETY: the row is inside K or V (host-validated).
+        unsafe { base.add(offset as usize) }
+    };
 
     let tiles = SharedTiles::carve(tile);
     // Group g of `cp.async` copies holds K and V tile g (before them, one group holds Q). Every
@@ -152,16 +276,15 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
             let row0 = (first_tile + g as u32) * kv_rows;
             // SAFETY: row0 < seq_k; rows past seq_k are zero-filled, not read.
             unsafe {
-                let k_src = k_ptr.add((row0 * k_row_stride) as usize);
-                let v_src = v_ptr.add((row0 * v_row_stride) as usize);
-                tiles.k(g % stages).load_async(k_src, k_row_stride, p.seq_k - row0, thread, tile.threads());
-                tiles.v(g % stages).load_async(v_src, v_row_stride, p.seq_k - row0, thread, tile.threads());
+                let (k_src, v_src) = (kv_rows_at(k_ptr, &p.k_strides, row0), kv_rows_at(v_ptr, &p.v_strides, row0));
+                tiles.k(g % stages).load_async(k_src, k_row_stride, seq.seq_k - row0, thread, tile.threads());
+                tiles.v(g % stages).load_async(v_src, v_row_stride, seq.seq_k - row0, thread, tile.threads());
             }
         }
         arch::cp_async_commit();
     };
     // SAFETY: q_start < seq_q, so at least one Q row is valid.
-    unsafe { tiles.q.load_async(q_ptr, q_row_stride, p.seq_q - q_start, thread, tile.threads()) };
+    unsafe { tiles.q.load_async(q_ptr, q_row_stride, seq.seq_q - q_start, thread, tile.threads()) };
     arch::cp_async_commit();
     for g in 0..stages - 1 {
         load_group(g);
@@ -182,6 +305,14 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     // The window of the warp's first row; row r of the warp sees keys first_lo + r ..= first_hi + r.
     let (first_lo, first_hi) = (first_row as i32 + lo, first_row as i32 + hi);
     let last_row_offset = (16 * tile.m_tiles - 1) as i32;
+    // ALiBi: the bias of a score is -slope·|key - (row + shift)|, here in units of raw scores.
+    let alibi_slope = if C::SCORE_MODS && p.alibi_slopes != 0 {
+        // SAFETY: the host checked that the slopes cover every (batch, head).
+        let slope = unsafe { *(p.alibi_slopes as *const f32).add((batch * p.alibi_batch_stride + head) as usize) };
+        slope * p.alibi_scale
+    } else {
+        0.0
+    };
 
     for block in 0..kv_blocks {
         arch::cp_async_wait(stages - 2);
@@ -190,24 +321,34 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
 
         let stage = block % stages;
         let mut scores = q_k_transposed::<C>(&tiles.q, &q_frags, &tiles.k(stage), warp_row0);
-        if C::SOFTCAP {
-            soft_cap::<C>(&mut scores, p.softcap, p.softcap_scale);
-        }
         let kv_start = (first_tile + block as u32) * kv_rows;
+        if C::SCORE_MODS {
+            if p.softcap > 0.0 {
+                soft_cap::<C>(&mut scores, p.softcap, p.softcap_scale);
+            }
+            if alibi_slope != 0.0 {
+                alibi::<C>(&mut scores, alibi_slope, kv_start as i32 - (first_row as i32 + shift));
+            }
+        }
         let kv_last = (kv_start + kv_rows - 1) as i32;
         // Only tiles that hold keys past the end or outside some row's window pay for the mask
         // (the test is uniform per warp).
         let outside = kv_last > first_hi || (kv_start as i32) < first_lo + last_row_offset;
-        if kv_start + kv_rows > p.seq_k || (C::MASKED && outside) {
-            mask::<C>(&mut scores, kv_start, p.seq_k, first_lo, first_hi);
+        if kv_start + kv_rows > seq.seq_k || (C::MASKED && outside) {
+            mask::<C>(&mut scores, kv_start, seq.seq_k, first_lo, first_hi);
         }
         online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
         add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
     }
     arch::cp_async_wait(0);
 
+    // Where the rows go is found again rather than kept in registers through the loop.
+    // SAFETY: host-validated parameters.
+    let Block { batch, head, split, seq, .. } = unsafe { Block::locate::<C>(p) };
+    let at =
+        OutputRows { batch, head, split, q_offset: seq.q_offset, seq_q: seq.seq_q, warp_start: first_row, warp_row0 };
     // SAFETY: launch contract of this function.
-    unsafe { epilogue::<C>(p, &tiles.q, &rows, &mut out, q_start + warp_row0 as u32, warp_row0, batch, head) };
+    unsafe { epilogue::<C>(p, &tiles.q, &rows, &mut out, &at) };
 }
 
 /// S = Q·Kᵀ for the warp's rows and one K tile. K fragments are read once and used by every
@@ -236,12 +377,28 @@ fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &Shar
             let b: [BFrag; 2] = unsafe { k.load_b_transposed_pair(8 * n_tile, k_pair) };
             for m in 0..tile.m_tiles {
                 let s = &mut scores[m * n_tiles + n_tile];
-                *s = arch::mma_m16n8k16(a[m][0], b[0], *s);
-                *s = arch::mma_m16n8k16(a[m][1], b[1], *s);
+                *s = C::Elem::mma(a[m][0], b[0], *s);
+                *s = C::Elem::mma(a[m][1], b[1], *s);
             }
         }
     }
     scores
+}
+
+/// ALiBi: adds `-slope·|key - row - shift|` to each score, where `key_minus_row` is the first
+/// key of the tile minus (the warp's first row + shift), and `slope` is in raw-score units.
+#[inline(always)]
+fn alibi<C: KernelTraits>(scores: &mut C::Scores, slope: f32, key_minus_row: i32) {
+    let n_tiles = C::TILE.kv_tile_rows / 8;
+    let lane = arch::lane_id() as usize;
+    for i in 0..C::Scores::LEN {
+        let (m, n_tile) = (i / n_tiles, i % n_tiles);
+        for e in 0..4 {
+            let (row, col) = layout::mma_c_coords(lane, e);
+            let distance = (key_minus_row + (8 * n_tile + col) as i32 - (16 * m + row) as i32).unsigned_abs();
+            scores[i][e] = arch::fma(-slope, distance as f32, scores[i][e]);
+        }
+    }
 }
 
 /// Softcapping: `s = cap * tanh(s * scale / cap)`, in natural units (the host then passes
@@ -334,7 +491,7 @@ fn online_softmax<C: KernelTraits>(
     }
 }
 
-/// O += P·V with P packed to f16 straight from the score accumulators (`layout::p_from_scores`).
+/// O += P·V with P packed to the element type straight from the score accumulators (`layout::p_from_scores`).
 /// V fragments are read once and used by every m-tile.
 #[inline(always)]
 fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Output) {
@@ -347,7 +504,7 @@ fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Outp
                 let (t0, e0) = layout::p_from_scores(reg, 0);
                 let (t1, e1) = layout::p_from_scores(reg, 1);
                 let row = m * n_tiles + 2 * k_step;
-                arch::pack_f16x2(probs[row + t0][e0], probs[row + t1][e1])
+                C::Elem::pack(probs[row + t0][e0], probs[row + t1][e1])
             });
         }
         for n_pair in 0..d_tiles / 2 {
@@ -355,30 +512,43 @@ fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Outp
             let b = unsafe { v.load_b_pair(16 * k_step, n_pair) };
             for m in 0..tile.m_tiles {
                 let o = m * d_tiles + 2 * n_pair;
-                out[o] = arch::mma_m16n8k16(a[m], b[0], out[o]);
-                out[o + 1] = arch::mma_m16n8k16(a[m], b[1], out[o + 1]);
+                out[o] = C::Elem::mma(a[m], b[0], out[o]);
+                out[o + 1] = C::Elem::mma(a[m], b[1], out[o + 1]);
             }
         }
     }
 }
 
-/// Finishes the row sums over the quad, normalises O, stages the f16 rows in this warp's part of
-/// the Q tile (only this warp reads it), writes them out with 16-byte stores, and writes the
-/// logsumexp if asked for.
+/// Where a warp's output rows go.
+struct OutputRows {
+    batch: u32,
+    head: u32,
+    /// Split-KV: which share of the keys this CTA took.
+    split: u32,
+    /// Row of the sequence's first query in O (varlen).
+    q_offset: u32,
+    /// Query rows of the sequence.
+    seq_q: u32,
+    /// The warp's first query row within the sequence.
+    warp_start: u32,
+    /// The warp's first row within the CTA's Q tile.
+    warp_row0: usize,
+}
+
+/// Finishes the row sums over the quad, normalises O and writes it: staged as 16-bit rows in
+/// this warp's part of the Q tile (only this warp reads it) and written out with 16-byte stores,
+/// or with split-KV as f32 partials straight from the registers. Writes the logsumexp if asked
+/// for (always with split-KV: the combine step weighs the partials by it).
 ///
 /// # Safety
-/// As for [`attention_forward`]; `warp_start` is the warp's first query row.
-#[allow(clippy::too_many_arguments)]
+/// As for [`attention_forward`].
 #[inline(always)]
 unsafe fn epilogue<C: KernelTraits>(
     p: &AttentionParams,
     staging: &SharedTile,
     rows: &RowState<C>,
     out: &mut C::Output,
-    warp_start: u32,
-    warp_row0: usize,
-    batch: u32,
-    head: u32,
+    at: &OutputRows,
 ) {
     let d_tiles = C::TILE.head_dim / 8;
     let lane = arch::lane_id() as usize;
@@ -389,30 +559,56 @@ unsafe fn epilogue<C: KernelTraits>(
         sum += arch::shfl_xor(sum, 1);
         sum += arch::shfl_xor(sum, 2);
         total[r] = sum;
-        // A row that sees no key (masked with seq_q > seq_k or a window, or padding) has sum 0: its output
-        // is 0 and its logsumexp -inf, as FlashAttention defines them.
+        // A row that sees no key (masked with seq_q > seq_k or a window, an empty split, or
+        // padding) has sum 0: its output is 0 and its logsumexp -inf, as FlashAttention defines
+        // them.
         inverse[r] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     }
-    // The staging rows were last read by this warp's ldmatrix of Q (other lanes' addresses).
-    arch::sync_warp();
-    for i in 0..C::Output::LEN {
-        let (m, d_tile) = (i / d_tiles, i % d_tiles);
-        let mut frag = out[i];
-        for e in 0..4 {
-            frag[e] *= inverse[2 * m + e / 2];
-        }
-        // SAFETY: this warp's own rows of the Q tile; no other warp touches them.
-        unsafe { staging.store_c_f16(warp_row0 + 16 * m, d_tile, frag) };
-    }
-    arch::sync_warp();
     let o_row_stride = p.o_strides.row as u32;
-    for m in 0..C::TILE.m_tiles {
-        let start = warp_start + 16 * m as u32;
-        if start < p.seq_q {
-            // SAFETY: rows start..start+valid of O are in bounds (host-validated).
-            unsafe {
-                let o_ptr = head_ptr(p.o, &p.o_strides, batch, head).add((start * o_row_stride) as usize);
-                staging.store_rows16(warp_row0 + 16 * m, o_ptr, o_row_stride, (p.seq_q - start).min(16));
+    if C::VARLEN && p.kv_splits > 1 {
+        for i in 0..C::Output::LEN {
+            let (m, d_tile) = (i / d_tiles, i % d_tiles);
+            for half in 0..2 {
+                let (row, col) = layout::mma_c_coords(lane, 2 * half);
+                let q_row = at.warp_start + (16 * m + row) as u32;
+                if q_row < at.seq_q {
+                    let index = at.split as u64 * p.o_split_stride
+                        + at.batch as u64 * p.o_strides.batch
+                        + at.head as u64 * p.o_strides.head
+                        + q_row as u64 * p.o_strides.row
+                        + (8 * d_tile + col) as u64;
+                    let scale = inverse[2 * m + half];
+                    // SAFETY: the host sized the f32 partial buffer for every split, row and dim.
+                    unsafe {
+                        let dst = (p.o as *mut f32).add(index as usize);
+                        *dst = out[i][2 * half] * scale;
+                        *dst.add(1) = out[i][2 * half + 1] * scale;
+                    }
+                }
+            }
+        }
+    } else {
+        // The staging rows were last read by this warp's ldmatrix of Q (other lanes' addresses).
+        arch::sync_warp();
+        for i in 0..C::Output::LEN {
+            let (m, d_tile) = (i / d_tiles, i % d_tiles);
+            let mut frag = out[i];
+            for e in 0..4 {
+                frag[e] *= inverse[2 * m + e / 2];
+            }
+            // SAFETY: this warp's own rows of the Q tile; no other warp touches them.
+            unsafe { staging.store_c::<C::Elem>(at.warp_row0 + 16 * m, d_tile, frag) };
+        }
+        arch::sync_warp();
+        for m in 0..C::TILE.m_tiles {
+            let start = at.warp_start + 16 * m as u32;
+            if start < at.seq_q {
+                // SAFETY: rows start..start+valid of O are in bounds (host-validated).
+                unsafe {
+                    let o_ptr = head_ptr(p.o, &p.o_strides, at.batch, at.head)
+                        .add(((at.q_offset + start) * o_row_stride) as usize);
+                    staging.store_rows16(at.warp_row0 + 16 * m, o_ptr, o_row_stride, (at.seq_q - start).min(16));
+                }
             }
         }
     }
@@ -420,11 +616,14 @@ unsafe fn epilogue<C: KernelTraits>(
     if p.lse != 0 && lane % 4 == 0 {
         for r in 0..C::RowValues::LEN {
             let (row, _) = layout::mma_c_coords(lane, 2 * (r % 2));
-            let q_row = warp_start + (16 * (r / 2) + row) as u32;
-            if q_row < p.seq_q {
-                let index = (batch as u64 * p.heads as u64 + head as u64) * p.seq_q as u64 + q_row as u64;
+            let q_row = at.warp_start + (16 * (r / 2) + row) as u32;
+            if q_row < at.seq_q {
+                let index = at.split as u64 * p.lse_split_stride
+                    + at.batch as u64 * p.lse_strides.batch
+                    + at.head as u64 * p.lse_strides.head
+                    + (at.q_offset + q_row) as u64;
                 let lse = (rows.max[r] + arch::lg2(total[r])) * LN_2;
-                // SAFETY: the host checked that the lse buffer holds batch * heads * seq_q f32.
+                // SAFETY: the host checked that the lse buffer covers every row of every head.
                 unsafe { *(p.lse as *mut f32).add(index as usize) = lse };
             }
         }

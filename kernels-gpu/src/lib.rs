@@ -6,7 +6,8 @@
 //! - [`layout`]: where each element lives (swizzle, fragment ownership); shared with the host's
 //!   tests;
 //! - [`tile`]: register fragments and swizzled shared-memory tiles;
-//! - [`attention`]: the generic FlashAttention-2 forward body;
+//! - [`attention`]: the generic FlashAttention-2 forward body; [`split_kv`]: the combine step of
+//!   split-KV launches; [`kv_cache`]: appending rows to a KV cache;
 //! - the `extern "ptx-kernel"` entry points below, one per configuration in [`abi`], stamped out by
 //!   a macro.
 #![no_std]
@@ -27,12 +28,14 @@
 pub mod abi;
 pub mod arch;
 pub mod attention;
+pub mod kv_cache;
 pub mod layout;
+pub mod split_kv;
 pub mod tile;
 
 use abi::*;
 use attention::KernelTraits;
-use tile::{AFrag, CFrag};
+use tile::{AFrag, Bf16, CFrag, F16};
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {
@@ -40,35 +43,66 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     unsafe { core::arch::nvptx::trap() }
 }
 
-/// Stamps out, per configuration, a `KernelTraits` type (in a module named after the entry point)
-/// and the `extern "ptx-kernel"` entry point that runs the generic body with it.
+/// Stamps out, per entry of `for_each_kernel!`, a `KernelTraits` type and the
+/// `extern "ptx-kernel"` entry point `attention_fwd_<config>_<variant>` that runs the generic body
+/// with it (each in an anonymous scope of its own; the symbol name makes it unique).
 macro_rules! stamp_entry_points {
-    ($( ($name:ident, $tile:ident, $masked:expr, $softcap:expr) ),* $(,)?) => { $(
-        #[allow(non_snake_case)]
-        mod $name {
-            use super::*;
-            pub struct Traits;
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:expr, $score_mods:expr, $varlen:expr) ),* $(,)?) => { $(
+        const _: () = {
+            struct Traits;
             impl KernelTraits for Traits {
                 const TILE: TileConfig = $tile;
+                type Elem = $dtype;
                 const MASKED: bool = $masked;
-                const SOFTCAP: bool = $softcap;
+                const SCORE_MODS: bool = $score_mods;
+                const VARLEN: bool = $varlen;
                 type QFrags = [AFrag; if $tile.q_in_registers { $tile.m_tiles * $tile.head_dim / 16 } else { 0 }];
                 type Scores = [CFrag; $tile.m_tiles * $tile.kv_tile_rows / 8];
                 type Output = [CFrag; $tile.m_tiles * $tile.head_dim / 8];
                 type RowValues = [f32; 2 * $tile.m_tiles];
             }
-        }
 
-        /// Attention forward entry point; see `attention::attention_forward` for the contract.
-        ///
-        /// # Safety
-        /// Launch configuration and parameters as validated and chosen by the host library.
-        #[no_mangle]
-        pub unsafe extern "ptx-kernel" fn $name(params: AttentionParams) {
-            // SAFETY: forwarded from the caller.
-            unsafe { attention::attention_forward::<$name::Traits>(&params) }
-        }
+            /// Attention forward entry point; see `attention::attention_forward` for the contract.
+            ///
+            /// # Safety
+            /// Launch configuration and parameters as validated and chosen by the host library.
+            #[export_name = concat!("attention_fwd_", stringify!($config), "_", stringify!($variant))]
+            unsafe extern "ptx-kernel" fn entry(params: AttentionParams) {
+                // SAFETY: forwarded from the caller.
+                unsafe { attention::attention_forward::<Traits>(&params) }
+            }
+        };
     )* };
 }
 
 for_each_kernel!(stamp_entry_points);
+
+/// Split-KV combine, f16 output; see `split_kv::combine`.
+///
+/// # Safety
+/// Launch configuration and parameters as validated and chosen by the host library.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn attention_combine_f16(params: CombineParams) {
+    // SAFETY: forwarded from the caller.
+    unsafe { split_kv::combine::<F16>(&params) }
+}
+
+/// Split-KV combine, bf16 output; see `split_kv::combine`.
+///
+/// # Safety
+/// Launch configuration and parameters as validated and chosen by the host library.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn attention_combine_bf16(params: CombineParams) {
+    // SAFETY: forwarded from the caller.
+    unsafe { split_kv::combine::<Bf16>(&params) }
+}
+
+/// KV-cache append; see `kv_cache::append`.
+///
+/// # Safety
+/// Launch configuration and parameters as validated and chosen by the host library.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn kv_cache_append(params: AppendParams) {
+    // SAFETY: forwarded from the caller.
+    unsafe { kv_cache::append(&params) }
+}

@@ -4,12 +4,49 @@ use crate::arch;
 use crate::layout::{self, CHUNK_BYTES, CHUNK_ELEMS};
 use core::ops::{Index, IndexMut};
 
-/// 16x16 f16 A operand of `mma.m16n8k16`: four registers of two halves each.
+/// 16x16 A operand of `mma.m16n8k16`: four registers of two 16-bit elements each.
 pub type AFrag = [u32; 4];
-/// 16x8 f16 B operand of `mma.m16n8k16`: two registers of two halves each.
+/// 16x8 B operand of `mma.m16n8k16`: two registers of two 16-bit elements each.
 pub type BFrag = [u32; 2];
 /// 16x8 f32 accumulator of `mma.m16n8k16` (`layout::mma_c_coords`).
 pub type CFrag = [f32; 4];
+
+/// A 16-bit floating-point element type of the tensors: how its pairs are packed and which
+/// tensor-core instruction multiplies them. Both types share every fragment layout.
+pub trait Element {
+    /// `d = a * b + c` on the tensor cores, f32 accumulation.
+    fn mma(a: AFrag, b: BFrag, c: CFrag) -> CFrag;
+    /// Two f32 rounded to this type and packed, `lo` in the low half.
+    fn pack(lo: f32, hi: f32) -> u32;
+}
+
+/// IEEE half precision.
+pub struct F16;
+
+/// bfloat16.
+pub struct Bf16;
+
+impl Element for F16 {
+    #[inline(always)]
+    fn mma(a: AFrag, b: BFrag, c: CFrag) -> CFrag {
+        arch::mma_m16n8k16_f16(a, b, c)
+    }
+    #[inline(always)]
+    fn pack(lo: f32, hi: f32) -> u32 {
+        arch::pack_f16x2(lo, hi)
+    }
+}
+
+impl Element for Bf16 {
+    #[inline(always)]
+    fn mma(a: AFrag, b: BFrag, c: CFrag) -> CFrag {
+        arch::mma_m16n8k16_bf16(a, b, c)
+    }
+    #[inline(always)]
+    fn pack(lo: f32, hi: f32) -> u32 {
+        arch::pack_bf16x2(lo, hi)
+    }
+}
 
 /// A register array of fragments whose length a kernel configuration fixes (`[T; N]`), so the
 /// generic kernel body can hold per-configuration register tiles without const-generic arithmetic.
@@ -28,20 +65,23 @@ impl<T: Copy, const N: usize> FragArray<T> for [T; N] {
     }
 }
 
-/// A `rows x head_dim` f16 tile in shared memory, row-major with rows swizzled by
-/// `layout::swizzled_offset`.
+/// A `rows x head_dim` tile of 16-bit elements in shared memory, row-major with rows of
+/// `row_elems` elements (`TileConfig::smem_row_elems`) swizzled by `layout::swizzled_offset`.
 #[derive(Clone, Copy)]
 pub struct SharedTile {
     base: u32,
     rows: usize,
+    /// Chunks per row in shared memory (a multiple of 8).
     chunks_per_row: usize,
+    /// Chunks per row that hold data (`head_dim / 8`); the rest is padding, never read.
+    data_chunks: usize,
 }
 
 impl SharedTile {
     /// The tile starting at shared address `base` (16-byte aligned).
     #[inline(always)]
-    pub const fn new(base: u32, rows: usize, head_dim: usize) -> Self {
-        Self { base, rows, chunks_per_row: head_dim / CHUNK_ELEMS }
+    pub const fn new(base: u32, rows: usize, head_dim: usize, row_elems: usize) -> Self {
+        Self { base, rows, chunks_per_row: row_elems / CHUNK_ELEMS, data_chunks: head_dim / CHUNK_ELEMS }
     }
 
     /// Bytes the tile occupies.
@@ -64,11 +104,11 @@ impl SharedTile {
     /// Rows `0..valid_rows` (at least one) of `src` must be readable and 16-byte aligned.
     #[inline(always)]
     pub unsafe fn load_async(&self, src: *const u16, row_stride: u32, valid_rows: u32, thread: usize, threads: usize) {
-        let chunks = self.rows * self.chunks_per_row;
+        let chunks = self.rows * self.data_chunks;
         for i in 0..chunks / threads {
             let idx = thread + i * threads;
-            let row = idx / self.chunks_per_row;
-            let chunk = idx % self.chunks_per_row;
+            let row = idx / self.data_chunks;
+            let chunk = idx % self.data_chunks;
             let in_bounds = (row as u32) < valid_rows;
             // Out-of-bounds rows read nothing; point them at row 0 so the address stays valid.
             let src_row = if in_bounds { row as u32 } else { 0 };
@@ -122,18 +162,18 @@ impl SharedTile {
     }
 
     /// Stores accumulator `frag` of rows `row0..row0 + 16`, columns `8 * n_tile..8 * n_tile + 8`,
-    /// rounded to f16.
+    /// rounded to the element type `E`.
     ///
     /// # Safety
     /// The rows lie inside the tile and no other thread accesses them concurrently.
     #[inline(always)]
-    pub unsafe fn store_c_f16(&self, row0: usize, n_tile: usize, frag: CFrag) {
+    pub unsafe fn store_c<E: Element>(&self, row0: usize, n_tile: usize, frag: CFrag) {
         let lane = arch::lane_id() as usize;
         for half in 0..2 {
             let (row, col) = layout::mma_c_coords(lane, 2 * half);
             let addr = self.chunk_addr(row0 + row, n_tile) + (2 * (col % CHUNK_ELEMS)) as u32;
             // SAFETY: 4-byte-aligned address inside the tile (caller).
-            unsafe { arch::st_shared_u32(addr, arch::pack_f16x2(frag[2 * half], frag[2 * half + 1])) };
+            unsafe { arch::st_shared_u32(addr, E::pack(frag[2 * half], frag[2 * half + 1])) };
         }
     }
 
@@ -147,11 +187,11 @@ impl SharedTile {
     #[inline(always)]
     pub unsafe fn store_rows16(&self, row0: usize, dst: *mut u16, row_stride: u32, valid_rows: u32) {
         let lane = arch::lane_id() as usize;
-        let chunks = 16 * self.chunks_per_row;
+        let chunks = 16 * self.data_chunks;
         for i in 0..chunks / 32 {
             let idx = lane + 32 * i;
-            let row = idx / self.chunks_per_row;
-            let chunk = idx % self.chunks_per_row;
+            let row = idx / self.data_chunks;
+            let chunk = idx % self.data_chunks;
             if (row as u32) < valid_rows {
                 let offset = row as u32 * row_stride + (chunk * CHUNK_ELEMS) as u32;
                 // SAFETY: tile address inside the tile; destination row is valid (caller).

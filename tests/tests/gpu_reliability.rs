@@ -9,7 +9,7 @@ use cust::memory::{CopyDestination, DeviceBuffer};
 use cust::prelude::*;
 use flashcore::plan::{ForwardProblem, TensorArg};
 use flashcore::reference::{attention_f64, HostTensor, Reference};
-use flashcore::{AttnTensor, AttnTensorMut, Error, FlashAttention, ForwardOptions, Operand, TensorLayout};
+use flashcore::{AttnTensor, AttnTensorMut, Dtype, Error, FlashAttention, ForwardOptions, Operand, TensorLayout};
 use flashcore_tests::{deviation, fill_layout, gather, normal_f16, random_layout, rng, Gpu};
 use half::f16;
 use rand::rngs::StdRng;
@@ -20,7 +20,7 @@ struct Case {
     layouts: [TensorLayout; 4],
     buffers: [DeviceBuffer<f16>; 4],
     lse: DeviceBuffer<f32>,
-    options: ForwardOptions,
+    options: ForwardOptions<'static>,
 }
 
 impl Case {
@@ -30,7 +30,7 @@ impl Case {
         shape_q: [usize; 4],
         seq_k: usize,
         layouts: [TensorLayout; 4],
-        options: ForwardOptions,
+        options: ForwardOptions<'static>,
     ) -> Self {
         let [b, h, _, d] = shape_q;
         Self::with_kv_shape(values, shape_q, [b, h, seq_k, d], layouts, options)
@@ -42,7 +42,7 @@ impl Case {
         shape_q: [usize; 4],
         shape_k: [usize; 4],
         layouts: [TensorLayout; 4],
-        options: ForwardOptions,
+        options: ForwardOptions<'static>,
     ) -> Self {
         let [b, h, _, _] = shape_q;
         let upload =
@@ -98,7 +98,7 @@ fn reference_kv(
 
 /// A random problem: Q shape, K/V shape (heads dividing Q's; length equal or not, causal too),
 /// and options.
-fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions) {
+fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions<'static>) {
     let causal = rng.random_bool(0.5);
     let shape = [
         rng.random_range(1..=3),
@@ -175,7 +175,7 @@ fn check_values(
     v: &[f16],
     shape_q: [usize; 4],
     seq_k: usize,
-    options: ForwardOptions,
+    options: ForwardOptions<'static>,
 ) -> Vec<f16> {
     let [b, h, sq, d] = shape_q;
     let layouts = [
@@ -469,25 +469,13 @@ fn other_contexts_and_memory_outside_allocations_are_refused() {
     let (q_at, o_at) = (outside(big_start), outside(big_start + (1 << 20)));
     let q_at = if q_at == o_at { outside(o_at + (1 << 20)) } else { q_at };
     let arg = |address: u64, len: usize| TensorArg { address, len, layout };
-    let problem = ForwardProblem {
-        q: arg(q_at, n),
-        k: TensorArg { address: k_start, len: long.required_len().unwrap(), layout: long },
-        v: TensorArg { address: k_start, len: long.required_len().unwrap(), layout: long },
-        o: arg(o_at, n),
-        lse: None,
-        options,
-    };
+    let long_arg = TensorArg { address: k_start, len: long.required_len().unwrap(), layout: long };
+    let problem = ForwardProblem::new(Dtype::F16, arg(q_at, n), long_arg, long_arg, arg(o_at, n), options);
     // SAFETY: the call is refused before launch (that is what is tested).
     let e = unsafe { gpu.flash.forward_raw(&gpu.stream, &problem) };
     assert!(matches!(e, Err(Error::OutsideAllocation { operand: Operand::K, .. })), "{e:?}");
-    let nowhere = ForwardProblem {
-        q: arg(0x7000_0000_0000, n),
-        k: arg(q_at, n),
-        v: arg(q_at, n),
-        o: arg(o_at, n),
-        lse: None,
-        options,
-    };
+    let nowhere =
+        ForwardProblem::new(Dtype::F16, arg(0x7000_0000_0000, n), arg(q_at, n), arg(q_at, n), arg(o_at, n), options);
     // SAFETY: as above.
     let e = unsafe { gpu.flash.forward_raw(&gpu.stream, &nowhere) };
     assert!(matches!(e, Err(Error::ForeignMemory { operand: Operand::Q, .. })), "{e:?}");

@@ -5,7 +5,7 @@
 use cust::memory::DeviceBuffer;
 use flashcore::plan::{ForwardProblem, TensorArg};
 use flashcore::tuning::TuningKey;
-use flashcore::{FlashAttention, ForwardOptions, TensorLayout};
+use flashcore::{Dtype, FlashAttention, ForwardOptions, TensorLayout};
 use flashcore_tests::Gpu;
 use half::f16;
 
@@ -30,14 +30,8 @@ fn autotune_measures_keeps_the_fastest_and_caches_it() {
         let buf = DeviceBuffer::from_slice(&vec![f16::ONE; layout.required_len().unwrap()]).unwrap();
         let out = DeviceBuffer::from_slice(&vec![f16::ZERO; layout.required_len().unwrap()]).unwrap();
         let arg = |b: &DeviceBuffer<f16>| TensorArg { address: b.as_device_ptr().as_raw(), len: b.len(), layout };
-        let problem = ForwardProblem {
-            q: arg(&buf),
-            k: arg(&buf),
-            v: arg(&buf),
-            o: arg(&out),
-            lse: None,
-            options: ForwardOptions::new().causal(r.masked),
-        };
+        let options = ForwardOptions::new().causal(r.masked);
+        let problem = ForwardProblem::new(Dtype::F16, arg(&buf), arg(&buf), arg(&buf), arg(&out), options);
         assert_eq!(gpu.flash.selected_kernel(&problem).unwrap().tile.q_tile_rows, r.chosen);
     }
     // A new instance on this device finds the table in the cache.

@@ -1,7 +1,8 @@
 //! The embedded PTX: built for sm_80, and holding every entry point the host expects with the
 //! instructions the design relies on. No GPU needed.
 
-use flashcore::kernels::{KERNELS, PTX};
+use flashcore::kernels::{combine_kernel, APPEND_KERNEL, KERNELS, PTX};
+use flashcore::{Dtype, PAGE_ROWS_MULTIPLE, SUPPORTED_HEAD_DIMS};
 
 /// The body of entry point `name` (from its `.entry` line to the next entry or the end).
 fn entry_body(name: &str) -> &'static str {
@@ -19,11 +20,16 @@ fn ptx_targets_sm80() {
 
 #[test]
 fn every_kernel_is_an_entry_point_with_the_expected_instructions() {
-    assert_eq!(KERNELS.len(), 20);
+    // 9 tile configurations x 8 variants, and 5 x 8 varlen ones.
+    assert_eq!(KERNELS.len(), 112);
     for kernel in KERNELS {
         let body = entry_body(kernel.name);
+        let mma = match kernel.dtype {
+            Dtype::F16 => "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+            Dtype::Bf16 => "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32",
+        };
         for instruction in [
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32",
+            mma,
             "ldmatrix.sync.aligned.m8n8.x4.shared.b16",
             "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16",
             "cp.async.cg.shared.global",
@@ -36,6 +42,34 @@ fn every_kernel_is_an_entry_point_with_the_expected_instructions() {
         }
         // Register tiles must stay in registers: no local-memory traffic.
         assert!(!body.contains("ld.local") && !body.contains("st.local"), "{}: uses local memory", kernel.name);
+    }
+}
+
+#[test]
+fn every_variant_exists_for_every_head_dim() {
+    for head_dim in SUPPORTED_HEAD_DIMS {
+        for dtype in [Dtype::F16, Dtype::Bf16] {
+            for (masked, score_mods, varlen) in (0..8).map(|i| (i & 1 != 0, i & 2 != 0, i & 4 != 0)) {
+                let found = KERNELS.iter().any(|k| {
+                    (k.tile.head_dim, k.dtype, k.masked, k.score_mods, k.varlen)
+                        == (head_dim, dtype, masked, score_mods, varlen)
+                });
+                assert!(
+                    found,
+                    "no kernel for d{head_dim} {dtype:?} masked={masked} score_mods={score_mods} varlen={varlen}"
+                );
+            }
+        }
+    }
+    for name in [combine_kernel(Dtype::F16), combine_kernel(Dtype::Bf16), APPEND_KERNEL] {
+        entry_body(name);
+    }
+}
+
+#[test]
+fn kv_tiles_never_straddle_pages() {
+    for kernel in KERNELS.iter().filter(|k| k.varlen) {
+        assert_eq!(PAGE_ROWS_MULTIPLE % kernel.tile.kv_tile_rows, 0, "{}", kernel.name);
     }
 }
 

@@ -3,18 +3,18 @@
 
 use flashcore::kernels::check_device;
 use flashcore::plan::{plan, ForwardProblem, LseArg, TensorArg, MAX_HEAD_SPAN};
-use flashcore::{Dim, Error, ForwardOptions, Operand, TensorLayout};
+use flashcore::{Dim, Dtype, Error, ForwardOptions, Operand, TensorLayout};
 
 const GIB: u64 = 1 << 30;
 /// Multiprocessors of the device the plans are made for (an H100/H200).
 const SMS: usize = 132;
 
 /// A valid problem: four disjoint, aligned fake device buffers of `[B,H,S,D]` tensors.
-fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem {
+fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem<'static> {
     let layout = TensorLayout::bhsd(b, h, s, d);
     let len = layout.required_len().unwrap();
     let arg = |i: u64| TensorArg { address: (i + 1) * 16 * GIB, len, layout };
-    ForwardProblem { q: arg(0), k: arg(1), v: arg(2), o: arg(3), lse: None, options: ForwardOptions::new() }
+    ForwardProblem::new(Dtype::F16, arg(0), arg(1), arg(2), arg(3), ForwardOptions::new())
 }
 
 fn err(p: &ForwardProblem) -> Error {
@@ -26,7 +26,7 @@ fn valid_problem_plans_the_expected_launch() {
     let mut p = problem(2, 3, 1000, 64);
     p.lse = Some(LseArg { address: 80 * GIB, len: 2 * 3 * 1000 });
     let plan = plan(&p, SMS).unwrap();
-    assert_eq!(plan.kernel.name, "attention_fwd_d64_q64");
+    assert_eq!(plan.kernel.name, "attention_fwd_d64_q64_f16");
     assert_eq!(plan.grid, (1000usize.div_ceil(plan.kernel.tile.q_tile_rows) as u32, 3, 2));
     assert_eq!(plan.block as usize, plan.kernel.tile.threads());
     assert_eq!(plan.smem_bytes as usize, plan.kernel.tile.smem_bytes());
@@ -41,7 +41,7 @@ fn valid_problem_plans_the_expected_launch() {
 fn configuration_follows_head_dim_and_causality() {
     let mut p = problem(1, 1, 128, 128);
     p.options = ForwardOptions::new().causal(true);
-    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d128_q64_masked");
+    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d128_q64_f16_masked");
     p.options = ForwardOptions::new().causal(true).softmax_scale(0.5);
     assert_eq!(plan(&p, SMS).unwrap().params.scale_log2, 0.5 * std::f32::consts::LOG2_E);
 }
@@ -59,7 +59,7 @@ fn tall_tiles_when_they_still_fill_the_gpu() {
     // Forcing a configuration.
     let mut p = problem(8, 16, 2048, 64);
     p.options = ForwardOptions::new().q_tile_rows(64);
-    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d64_q64");
+    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d64_q64_f16");
     assert_eq!(plan(&p, SMS).unwrap().grid, (32, 16, 8));
     p.options = ForwardOptions::new().q_tile_rows(96);
     assert!(matches!(plan(&p, SMS), Err(Error::UnsupportedTile { q_tile_rows: 96, head_dim: 64 })));
@@ -128,12 +128,12 @@ fn softcap_selects_its_kernels_and_scales() {
     let mut p = problem(1, 2, 100, 128);
     p.options = ForwardOptions::new().causal(true).softcap(20.0).softmax_scale(0.5);
     let plan = planned(&p);
-    assert!(plan.kernel.softcap && plan.kernel.masked);
+    assert!(plan.kernel.score_mods && plan.kernel.masked);
     assert_eq!(plan.params.softcap, 20.0);
     assert_eq!(plan.params.softcap_scale, 0.5 / 20.0);
     assert_eq!(plan.params.scale_log2, std::f32::consts::LOG2_E);
     p.options = ForwardOptions::new();
-    assert!(!planned(&p).kernel.softcap);
+    assert!(!planned(&p).kernel.score_mods);
     for cap in [-1.0, f32::NAN, f32::INFINITY] {
         p.options = ForwardOptions::new().softcap(cap);
         assert!(matches!(err(&p), Error::InvalidSoftcap(_)), "{cap}");
@@ -184,7 +184,7 @@ fn shape_mismatches() {
 
 #[test]
 fn unsupported_head_dims() {
-    for d in [8, 32, 96, 100, 192, 512] {
+    for d in [8, 16, 48, 100, 192, 512] {
         let p = problem(1, 1, 16, d);
         assert!(matches!(err(&p), Error::UnsupportedHeadDim(x) if x == d), "head_dim {d}");
     }
@@ -312,5 +312,8 @@ fn errors_read_well() {
     let mut p = problem(1, 2, 64, 64);
     p.k.layout = TensorLayout::bhsd(1, 1, 64, 64);
     assert_eq!(err(&p).to_string(), "V: heads is 2, expected 1");
-    assert_eq!(err(&problem(1, 1, 16, 96)).to_string(), "head_dim 96 is not supported (supported: [64, 128, 256])");
+    assert_eq!(
+        err(&problem(1, 1, 16, 48)).to_string(),
+        "head_dim 48 is not supported (supported: [32, 64, 96, 128, 256])"
+    );
 }

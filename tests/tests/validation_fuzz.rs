@@ -3,7 +3,7 @@
 //! independent statement of the rules (below, in overflow-free u128 arithmetic) calls valid.
 
 use flashcore::plan::{plan, ForwardProblem, LseArg, TensorArg};
-use flashcore::{ForwardOptions, TensorLayout};
+use flashcore::{Dtype, ForwardOptions, TensorLayout};
 use proptest::prelude::*;
 
 const SMS: usize = 132;
@@ -24,7 +24,7 @@ fn is_valid(p: &ForwardProblem) -> bool {
         && h % hk == 0;
     let (left, right) = p.options.window_size();
     let cap = p.options.softcap_value();
-    let options_ok = (d == 64 || d == 128 || d == 256)
+    let options_ok = [32, 64, 96, 128, 256].contains(&d)
         && cap.is_finite()
         && cap >= 0.0
         && left >= -1
@@ -103,8 +103,8 @@ fn tensor(shape: [usize; 4], slot: u64) -> impl Strategy<Value = TensorArg> {
         })
 }
 
-fn problem() -> impl Strategy<Value = ForwardProblem> {
-    let head_dim = prop_oneof![12 => Just(64usize), 12 => Just(128usize), 1 => Just(96usize), 1 => Just(0usize)];
+fn problem() -> impl Strategy<Value = ForwardProblem<'static>> {
+    let head_dim = prop_oneof![12 => Just(64usize), 12 => Just(128usize), 1 => Just(96usize), 1 => Just(32usize), 1 => Just(48usize), 1 => Just(0usize)];
     let seq_k = prop_oneof![3 => Just(None), 1 => dim().prop_map(Some)];
     let v_shape = prop_oneof![30 => Just(0usize), 1 => 1usize..3];
     let kv_heads_kind = prop_oneof![12 => Just(0u8), 2 => Just(1u8), 2 => Just(2u8), 1 => Just(3u8)];
@@ -165,7 +165,7 @@ fn problem() -> impl Strategy<Value = ForwardProblem> {
             if let Some(rows) = tile {
                 options = options.q_tile_rows(rows);
             }
-            ForwardProblem { q, k, v, o, lse, options }
+            ForwardProblem { lse, ..ForwardProblem::new(Dtype::F16, q, k, v, o, options) }
         })
 }
 
