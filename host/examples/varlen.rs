@@ -43,8 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Sequence b on its own, as a [1, heads, len, d] tensor inside the packed one.
         let start = cu_seqlens[b] as usize * heads * d;
         let seq = TensorLayout::new([1, heads, len, d], [0, d, heads * d, 1]);
-        let t = |x: &'_ [f16]| HostTensor::new(&x[start..], seq);
-        let reference = attention_f64(t(&q), t(&k), t(&v), &options)?;
+        let reference = attention_f64(
+            HostTensor::new(&q[start..], seq),
+            HostTensor::new(&k[start..], seq),
+            HostTensor::new(&v[start..], seq),
+            &options,
+        )?;
         let mut max_err = 0f64;
         for h in 0..heads {
             for s in 0..len {
