@@ -20,16 +20,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut step = |rows: usize, seed: u32| -> Result<Vec<f16>, Box<dyn std::error::Error>> {
         let (lq, lkv) = (TensorLayout::bhsd(batch, heads, rows, d), TensorLayout::bhsd(batch, kv_heads, rows, d));
         let q = common::values(batch * heads * rows * d, seed);
-        let (k, v) = (common::values(batch * kv_heads * rows * d, seed + 1), common::values(batch * kv_heads * rows * d, seed + 2));
+        let (k, v) = (
+            common::values(batch * kv_heads * rows * d, seed + 1),
+            common::values(batch * kv_heads * rows * d, seed + 2),
+        );
         for b in 0..batch {
             let r = b * kv_heads * rows * d..(b + 1) * kv_heads * rows * d;
             keys[b].push(k[r.clone()].to_vec());
             values[b].push(v[r].to_vec());
         }
-        let (dq, dk, dv) = (DeviceBuffer::from_slice(&q)?, DeviceBuffer::from_slice(&k)?, DeviceBuffer::from_slice(&v)?);
+        let (dq, dk, dv) =
+            (DeviceBuffer::from_slice(&q)?, DeviceBuffer::from_slice(&k)?, DeviceBuffer::from_slice(&v)?);
         let mut out = DeviceBuffer::from_slice(&vec![f16::ZERO; q.len()])?;
         let (tk, tv) = (AttnTensor::new(&dk, lkv), AttnTensor::new(&dv, lkv));
-        flash.forward_with_kvcache(&stream, &AttnTensor::new(&dq, lq), Some(&tk), Some(&tv), &mut cache, &mut AttnTensorMut::new(&mut out, lq), &options)?;
+        flash.forward_with_kvcache(
+            &stream,
+            &AttnTensor::new(&dq, lq),
+            Some(&tk),
+            Some(&tv),
+            &mut cache,
+            &mut AttnTensorMut::new(&mut out, lq),
+            &options,
+        )?;
         stream.synchronize()?;
         Ok([q, out.as_host_vec()?].concat())
     };
@@ -60,7 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let kv = TensorLayout::bhsd(1, kv_heads, len, d);
         let ql = TensorLayout::bhsd(1, heads, 1, d);
         let qb = &q[b * heads * d..(b + 1) * heads * d];
-        let reference = attention_f64(HostTensor::new(qb, ql), HostTensor::new(&k, kv), HostTensor::new(&v, kv), &options)?;
+        let reference =
+            attention_f64(HostTensor::new(qb, ql), HostTensor::new(&k, kv), HostTensor::new(&v, kv), &options)?;
         for (i, r) in reference.out.iter().enumerate() {
             max_err = max_err.max((out[b * heads * d + i].to_f64() - r).abs());
         }
