@@ -392,35 +392,38 @@ impl FlashAttention {
         o: &mut AttnTensorMut<'_, T>,
         options: &ForwardOptions<'_>,
     ) -> Result<()> {
-        let lengths = cache.lengths().to_vec();
-        let mut scratch = cache.scratch(0)?;
-        let problem = |scratch_cache: &KvCache<T>| KvCacheProblem {
-            dtype: T::DTYPE,
-            q: arg(q),
-            o: arg_mut(o),
-            k_new: k_new.map(arg),
-            v_new: v_new.map(arg),
-            cache: scratch_cache.arg(),
-            lengths: &lengths,
-            options: *options,
+        // The plan reads the cache's lengths where they live; planned again only when the
+        // split-KV scratch has to grow first.
+        let plan_with = |cache: &KvCache<T>, scratch| {
+            let problem = KvCacheProblem {
+                dtype: T::DTYPE,
+                q: arg(q),
+                o: arg_mut(o),
+                k_new: k_new.map(arg),
+                v_new: v_new.map(arg),
+                cache: cache.arg(),
+                lengths: cache.lengths(),
+                options: *options,
+            };
+            plan_kv_cache(&problem, self.multiprocessors, scratch)
         };
-        let mut kv_plan = plan_kv_cache(&problem(cache), self.multiprocessors, scratch)?;
+        let scratch = cache.scratch(0)?;
+        let mut kv_plan = plan_with(cache, scratch)?;
         if kv_plan.scratch_len > scratch.1 {
-            scratch = cache.scratch(kv_plan.scratch_len)?;
-            kv_plan = plan_kv_cache(&problem(cache), self.multiprocessors, scratch)?;
+            let scratch = cache.scratch(kv_plan.scratch_len)?;
+            kv_plan = plan_with(cache, scratch)?;
         }
         self.check_context(stream)?;
-        let problem = problem(cache);
-        let mut tensors = vec![(Operand::Q, problem.q), (Operand::O, problem.o)];
-        tensors.extend(problem.k_new.map(|t| (Operand::KNew, t)));
-        tensors.extend(problem.v_new.map(|t| (Operand::VNew, t)));
+        let mut tensors = vec![(Operand::Q, arg(q)), (Operand::O, arg_mut(o))];
+        tensors.extend(k_new.map(|t| (Operand::KNew, arg(t))));
+        tensors.extend(v_new.map(|t| (Operand::VNew, arg(t))));
         for (operand, t) in tensors {
             self.check_allocation(operand, t.address, tensor_bytes(&t))?;
         }
-        self.check_allocation(Operand::Cache, problem.cache.k, problem.cache.bytes)?;
-        if let Some(slopes) = options.alibi() {
-            self.check_allocation(Operand::AlibiSlopes, slopes.address, slopes.len as u64 * 4)?;
-        }
+        let cache_arg = cache.arg();
+        self.check_allocation(Operand::Cache, cache_arg.k, cache_arg.bytes)?;
+        self.check_allocation(Operand::Cache, cache_arg.v, cache_arg.bytes)?;
+        self.check_slopes(options)?;
 
         if let Some((grid, mut params)) = kv_plan.append {
             self.launch_raw(stream, self.append, grid, APPEND_THREADS as u32, 0, &mut params)?;
@@ -470,15 +473,21 @@ impl FlashAttention {
             let [batch, heads, seq_q, _] = problem.q.layout.shape;
             self.check_allocation(Operand::Lse, lse.address, (batch * heads * seq_q) as u64 * 4)?;
         }
-        if let Some(slopes) = problem.options.alibi() {
-            self.check_allocation(Operand::AlibiSlopes, slopes.address, slopes.len as u64 * 4)?;
-        }
+        self.check_slopes(&problem.options)?;
         if let Some(varlen) = problem.varlen {
             let bytes = (varlen.batch as u64 + 1) * 4;
             self.check_allocation(Operand::CuSeqlensQ, varlen.cu_seqlens_q, bytes)?;
             self.check_allocation(Operand::CuSeqlensK, varlen.cu_seqlens_k, bytes)?;
         }
         Ok(())
+    }
+
+    /// ALiBi slopes, if any, must lie in one allocation of our context.
+    fn check_slopes(&self, options: &ForwardOptions<'_>) -> Result<()> {
+        match options.alibi() {
+            Some(slopes) => self.check_allocation(Operand::AlibiSlopes, slopes.address, slopes.len as u64 * 4),
+            None => Ok(()),
+        }
     }
 
     /// The current context and the stream's must be ours.

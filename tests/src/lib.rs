@@ -143,42 +143,40 @@ impl Bar {
         if T::DTYPE == flashcore::Dtype::F16 {
             return Bar::FOUNDATION;
         }
-        let (mut max_abs, mut err2, mut ref2) = (0f64, 0f64, 0f64);
-        for &r in reference {
-            let e = T::from_f32(r as f32).into() - r;
-            max_abs = max_abs.max(e.abs());
-            err2 += e * e;
-            ref2 += r * r;
+        let floor = Deviation::of(reference.iter().map(|&r| (T::from_f32(r as f32).into(), r)));
+        Bar {
+            max_abs: 2.0 * floor.max_abs + Bar::FOUNDATION.max_abs,
+            rel_l2: 2.0 * floor.rel_l2 + Bar::FOUNDATION.rel_l2,
         }
-        let floor_rel = if ref2 > 0.0 { (err2 / ref2).sqrt() } else { 0.0 };
-        Bar { max_abs: 2.0 * max_abs + Bar::FOUNDATION.max_abs, rel_l2: 2.0 * floor_rel + Bar::FOUNDATION.rel_l2 }
     }
 }
 
 /// Compares every element of `out` (read through `layout`) with the contiguous reference.
 pub fn deviation<T: Element>(out: &[T], layout: &TensorLayout, reference: &Reference<f64>) -> Deviation {
     let [b_n, h_n, s_n, d_n] = layout.shape;
-    let (mut max_abs, mut err2, mut ref2, mut non_finite) = (0f64, 0f64, 0f64, 0usize);
-    let mut i = 0;
-    for b in 0..b_n {
-        for h in 0..h_n {
-            for s in 0..s_n {
-                for d in 0..d_n {
-                    let x: f64 = out[layout.offset(b, h, s, d)].into();
-                    let r = reference.out[i];
-                    i += 1;
-                    if !x.is_finite() {
-                        non_finite += 1;
-                        continue;
-                    }
-                    max_abs = max_abs.max((x - r).abs());
-                    err2 += (x - r) * (x - r);
-                    ref2 += r * r;
-                }
+    let outputs = (0..b_n).flat_map(move |b| {
+        (0..h_n).flat_map(move |h| (0..s_n).flat_map(move |s| (0..d_n).map(move |d| layout.offset(b, h, s, d))))
+    });
+    Deviation::of(outputs.map(|i| out[i].into()).zip(reference.out.iter().copied()))
+}
+
+impl Deviation {
+    /// The deviation of `(value, reference)` pairs. Relative L2 is against the reference's norm,
+    /// or absolute where the reference is all zeros (rows that see no key).
+    pub fn of(pairs: impl Iterator<Item = (f64, f64)>) -> Deviation {
+        let (mut max_abs, mut err2, mut ref2, mut non_finite) = (0f64, 0f64, 0f64, 0usize);
+        for (x, r) in pairs {
+            if !x.is_finite() {
+                non_finite += 1;
+                continue;
             }
+            max_abs = max_abs.max((x - r).abs());
+            err2 += (x - r) * (x - r);
+            ref2 += r * r;
         }
+        let rel_l2 = if ref2 > 0.0 { (err2 / ref2).sqrt() } else { err2.sqrt() };
+        Deviation { max_abs, rel_l2, non_finite }
     }
-    Deviation { max_abs, rel_l2: (err2 / ref2).sqrt(), non_finite }
 }
 
 /// A random layout for a logical `[b, h, s, d]` tensor: `[B,H,S,D]`, `[B,S,H,D]`, or `[B,H,S,D]`

@@ -8,7 +8,7 @@
 use cust::memory::{CopyDestination, DeviceBuffer};
 use flashcore::reference::{attention_f64, HostTensor, Reference};
 use flashcore::{AttnTensor, AttnTensorMut, Element, Error, ForwardOptions, KvCache, TensorLayout, VarlenBatch};
-use flashcore_tests::{normal, rng, Bar, Gpu};
+use flashcore_tests::{normal, rng, Bar, Deviation, Gpu};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -46,34 +46,23 @@ fn compare<T: Element>(
     let zeros = vec![0.0; n];
     let reference = expected.as_ref().map_or(&zeros, |r| &r.out);
     let bar = Bar::for_output::<T>(reference);
-    let (mut max_abs, mut err2, mut ref2, mut bad) = (0f64, 0f64, 0f64, 0usize);
-    let mut i = 0;
-    for h in 0..heads {
-        for s in 0..len_q {
-            for d in 0..head_dim {
-                let (x, r): (f64, f64) = (out(h, s, d).into(), reference[i]);
-                i += 1;
-                if !x.is_finite() {
-                    bad += 1;
-                    continue;
-                }
-                max_abs = max_abs.max((x - r).abs());
-                err2 += (x - r) * (x - r);
-                ref2 += r * r;
-            }
-            let expected_lse = expected.as_ref().map_or(f64::NEG_INFINITY, |r| r.lse[h * len_q + s]);
-            if let Some(l) = lse(h, s) {
-                let ok = if expected_lse.is_finite() {
-                    (l as f64 - expected_lse).abs() <= 1e-3
+    let outputs = (0..heads).flat_map(|h| (0..len_q).flat_map(move |s| (0..head_dim).map(move |d| (h, s, d))));
+    let dev = Deviation::of(outputs.map(|(h, s, d)| out(h, s, d).into()).zip(reference.iter().copied()));
+    let lse_bad = (0..heads)
+        .flat_map(|h| (0..len_q).map(move |s| (h, s)))
+        .filter(|&(h, s)| {
+            let expected = expected.as_ref().map_or(f64::NEG_INFINITY, |r| r.lse[h * len_q + s]);
+            lse(h, s).is_some_and(|l| {
+                if expected.is_finite() {
+                    (l as f64 - expected).abs() > 1e-3
                 } else {
-                    l as f64 == expected_lse
-                };
-                bad += !ok as usize;
-            }
-        }
-    }
-    let rel_l2 = if ref2 > 0.0 { (err2 / ref2).sqrt() } else { err2.sqrt() };
-    let pass = bad == 0 && max_abs <= bar.max_abs && rel_l2 <= bar.rel_l2.max(if ref2 > 0.0 { 0.0 } else { 1e-6 });
+                    l as f64 != expected
+                }
+            })
+        })
+        .count();
+    let (max_abs, rel_l2, bad) = (dev.max_abs, dev.rel_l2, dev.non_finite + lse_bad);
+    let pass = lse_bad == 0 && dev.within(bar);
     println!("  {what}: max_abs={max_abs:.2e} rel_l2={rel_l2:.2e} bad={bad} {}", if pass { "ok" } else { "FAIL" });
     if !pass {
         failures.push(format!("{what}: max_abs={max_abs:e} rel_l2={rel_l2:e} bad={bad} bar={bar:?}"));
