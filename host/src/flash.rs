@@ -15,7 +15,7 @@ use cust::memory::DeviceBuffer;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::abi::{Dtype, APPEND_THREADS};
+use crate::abi::{AttentionParams, Dtype, APPEND_THREADS};
 use crate::element::Element;
 use crate::error::{driver, Error, Operand, Result};
 use crate::kernels::{check_device, combine_kernel, KernelInfo, APPEND_KERNEL, KERNELS, PTX};
@@ -532,24 +532,43 @@ impl FlashAttention {
     }
 
     fn launch(&self, stream: &Stream, plan: &LaunchPlan) -> Result<()> {
-        let mut params = plan.params;
-        self.launch_raw(stream, self.function(plan.kernel), plan.grid, plan.block, plan.smem_bytes, &mut params)
+        let (mut params, mut extended) = (plan.params, plan.extended);
+        let function = self.function(plan.kernel);
+        let (grid, block, smem) = (plan.grid, plan.block, plan.smem_bytes);
+        if plan.kernel.takes_extended_params() {
+            let args = [&mut params as *mut AttentionParams as *mut c_void, &mut extended as *mut _ as *mut c_void];
+            self.launch_args(stream, function, grid, block, smem, args)
+        } else {
+            self.launch_raw(stream, function, grid, block, smem, &mut params)
+        }
     }
 
-    /// Launches `function` with one by-value parameter block `P`. Callers pass a validated plan:
-    /// grid, block and shared memory match the kernel's configuration, `P` is the kernel's
-    /// parameter type, and every address in it is memory of this context that covers what the
-    /// kernel reads or writes.
+    /// Launches `function` with one by-value parameter block `P`; see [`Self::launch_args`].
     fn launch_raw<P>(
+        &self,
+        stream: &Stream,
+        function: KernelFunction,
+        grid: (u32, u32, u32),
+        block: u32,
+        smem_bytes: u32,
+        params: &mut P,
+    ) -> Result<()> {
+        self.launch_args(stream, function, grid, block, smem_bytes, [params as *mut P as *mut c_void])
+    }
+
+    /// Launches `function` with `N` by-value parameters, `args[i]` pointing at the i-th. Callers
+    /// pass a validated plan: grid, block and shared memory match the kernel's configuration, the
+    /// parameters are the kernel's parameter types in order, and every address in them is memory
+    /// of this context that covers what the kernel reads or writes.
+    fn launch_args<const N: usize>(
         &self,
         stream: &Stream,
         function: KernelFunction,
         (x, y, z): (u32, u32, u32),
         block: u32,
         smem_bytes: u32,
-        params: &mut P,
+        mut args: [*mut c_void; N],
     ) -> Result<()> {
-        let mut args = [params as *mut P as *mut c_void];
         // SAFETY: the plan's guarantees above; `args` outlives the call, which copies the
         // parameter block.
         driver("cuLaunchKernel", unsafe {

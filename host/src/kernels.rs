@@ -42,6 +42,14 @@ macro_rules! kernel_table {
 }
 for_each_kernel!(kernel_table);
 
+impl KernelInfo {
+    /// Whether the entry point takes [`ExtendedParams`] as its second parameter (plain kernels
+    /// take [`AttentionParams`] alone).
+    pub const fn takes_extended_params(&self) -> bool {
+        takes_extended_params(self.score_mods, self.varlen)
+    }
+}
+
 /// The split-KV combine entry point for an element type (one warp per row, grid
 /// `(seq_q, heads, batch)`).
 pub const fn combine_kernel(dtype: Dtype) -> &'static str {

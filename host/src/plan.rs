@@ -1,7 +1,7 @@
 //! Validation of a forward call and the launch it maps to. Pure host code: it needs no device,
 //! so every check is tested on any machine, and nothing invalid reaches a launch.
 
-use crate::abi::{AppendParams, AttentionParams, CombineParams, Dtype, Strides, APPEND_THREADS};
+use crate::abi::{AppendParams, AttentionParams, CombineParams, Dtype, ExtendedParams, Strides, APPEND_THREADS};
 use crate::error::{Dim, Error, Operand, Result};
 use crate::kernels::{self, KernelInfo};
 use crate::options::ForwardOptions;
@@ -111,6 +111,9 @@ pub struct LaunchPlan {
     pub smem_bytes: u32,
     /// The kernel parameters.
     pub params: AttentionParams,
+    /// The second parameter block, passed only to kernels that take it
+    /// ([`KernelInfo::takes_extended_params`]).
+    pub extended: ExtendedParams,
 }
 
 /// Checks every argument of `problem` and returns the launch it maps to on a device with
@@ -157,7 +160,7 @@ pub fn plan(problem: &ForwardProblem<'_>, multiprocessors: usize) -> Result<Laun
     let alibi_batch_stride = check_alibi(&options, sequences, heads)?;
 
     let kernel = select_kernel(dtype, &options, head_dim, varlen.is_some(), sequences * heads, max_q, multiprocessors)?;
-    let mut params = attention_params(&options, kernel, head_dim);
+    let (mut params, mut extended) = attention_params(&options, kernel, head_dim);
     params.q = q.address;
     params.k = k.address;
     params.v = v.address;
@@ -168,25 +171,25 @@ pub fn plan(problem: &ForwardProblem<'_>, multiprocessors: usize) -> Result<Laun
     params.o_strides = strides(&o.layout);
     params.seq_q = max_q as u32;
     params.seq_k = max_k as u32;
-    params.batch = sequences as u32;
+    extended.batch = sequences as u32;
     params.heads = heads as u32;
     params.kv_group = (heads / k.layout.heads()) as u32;
     params.window_left = kernel_window(options.effective_window().0, max_q, max_k);
     params.window_right = kernel_window(options.effective_window().1, max_q, max_k);
-    params.alibi_batch_stride = alibi_batch_stride;
+    extended.alibi_batch_stride = alibi_batch_stride;
     // seq_q is below 2^31 (head span check), so these fit in u64 math.
-    params.lse_strides = Strides { batch: (heads * seq_q) as u64, head: seq_q as u64, row: 1 };
+    extended.lse_strides = Strides { batch: (heads * seq_q) as u64, head: seq_q as u64, row: 1 };
     if let Some(lse) = lse {
         params.lse = lse.address;
     }
     if let Some(varlen) = varlen {
-        params.cu_seqlens_q = varlen.cu_seqlens_q;
-        params.cu_seqlens_k = varlen.cu_seqlens_k;
+        extended.cu_seqlens_q = varlen.cu_seqlens_q;
+        extended.cu_seqlens_k = varlen.cu_seqlens_k;
         // Sequences are found through the offsets, not the batch stride.
         for s in [&mut params.q_strides, &mut params.k_strides, &mut params.v_strides, &mut params.o_strides] {
             s.batch = 0;
         }
-        params.lse_strides.batch = 0;
+        extended.lse_strides.batch = 0;
     }
     Ok(LaunchPlan {
         kernel,
@@ -194,6 +197,7 @@ pub fn plan(problem: &ForwardProblem<'_>, multiprocessors: usize) -> Result<Laun
         block: kernel.tile.threads() as u32,
         smem_bytes: kernel.tile.smem_bytes() as u32,
         params,
+        extended,
     })
 }
 
@@ -214,11 +218,15 @@ fn select_kernel(
 }
 
 /// Parameters that follow from the options alone; every address, stride and length is 0.
-fn attention_params(options: &ForwardOptions<'_>, kernel: &KernelInfo, head_dim: usize) -> AttentionParams {
+fn attention_params(
+    options: &ForwardOptions<'_>,
+    kernel: &KernelInfo,
+    head_dim: usize,
+) -> (AttentionParams, ExtendedParams) {
     let scale = options.scale_for(head_dim);
     let softcap = options.softcap_value() > 0.0;
     let zero = Strides::default();
-    AttentionParams {
+    let params = AttentionParams {
         q: 0,
         k: 0,
         v: 0,
@@ -228,33 +236,24 @@ fn attention_params(options: &ForwardOptions<'_>, kernel: &KernelInfo, head_dim:
         k_strides: zero,
         v_strides: zero,
         o_strides: zero,
-        lse_strides: zero,
-        o_split_stride: 0,
-        lse_split_stride: 0,
-        cu_seqlens_q: 0,
-        cu_seqlens_k: 0,
-        seqused_k: 0,
-        block_table: 0,
-        alibi_slopes: if kernel.score_mods { options.alibi().map_or(0, |a| a.address) } else { 0 },
         seq_q: 0,
         seq_k: 0,
-        batch: 0,
         heads: 0,
         kv_group: 1,
-        kv_splits: 1,
-        seqused_k_add: 0,
-        block_table_stride: 0,
-        page_rows: 0,
-        alibi_batch_stride: 0,
         // Softcapped scores are already scaled (natural units): only log2(e) remains.
         scale_log2: if softcap { std::f32::consts::LOG2_E } else { scale * std::f32::consts::LOG2_E },
         window_left: -1,
         window_right: -1,
+    };
+    let extended = ExtendedParams {
+        alibi_slopes: if kernel.score_mods { options.alibi().map_or(0, |a| a.address) } else { 0 },
         softcap: options.softcap_value(),
         softcap_scale: if softcap { scale / options.softcap_value() } else { 0.0 },
         // The bias is added to raw scores, which the softmax then multiplies by the scale.
         alibi_scale: if softcap { 1.0 } else { 1.0 / scale },
-    }
+        ..ExtendedParams::NONE
+    };
+    (params, extended)
 }
 
 /// ALiBi slopes must be 4-byte aligned and number `heads` (shared by all sequences: batch
@@ -562,7 +561,7 @@ pub fn plan_kv_cache(
         n => n,
     };
 
-    let mut params = attention_params(&options, kernel, head_dim);
+    let (mut params, mut extended) = attention_params(&options, kernel, head_dim);
     params.q = q.address;
     params.k = cache.k;
     params.v = cache.v;
@@ -571,18 +570,18 @@ pub fn plan_kv_cache(
     params.v_strides = cache.strides;
     params.seq_q = seq_q as u32;
     params.seq_k = cache.capacity as u32;
-    params.batch = batch as u32;
+    extended.batch = batch as u32;
     params.heads = heads as u32;
     params.kv_group = (heads / cache.kv_heads) as u32;
     params.window_left = kernel_window(options.effective_window().0, seq_q, cache.capacity);
     params.window_right = kernel_window(options.effective_window().1, seq_q, cache.capacity);
-    params.alibi_batch_stride = alibi_batch_stride;
-    params.seqused_k = cache.lengths;
-    params.seqused_k_add = rows as u32;
-    params.block_table = cache.block_table;
-    params.block_table_stride = cache.block_table_stride as u32;
-    params.page_rows = cache.page_rows as u32;
-    params.kv_splits = splits as u32;
+    extended.alibi_batch_stride = alibi_batch_stride;
+    extended.seqused_k = cache.lengths;
+    extended.seqused_k_add = rows as u32;
+    extended.block_table = cache.block_table;
+    extended.block_table_stride = cache.block_table_stride as u32;
+    extended.page_rows = cache.page_rows as u32;
+    extended.kv_splits = splits as u32;
 
     let rows_total = batch * heads * seq_q;
     let (mut scratch_len, mut combine) = (0, None);
@@ -595,10 +594,10 @@ pub fn plan_kv_cache(
         params.o = o_partial;
         params.o_strides =
             Strides { batch: (heads * seq_q * head_dim) as u64, head: (seq_q * head_dim) as u64, row: head_dim as u64 };
-        params.o_split_stride = (rows_total * head_dim) as u64;
+        extended.o_split_stride = (rows_total * head_dim) as u64;
         params.lse = lse_partial;
-        params.lse_strides = Strides { batch: (heads * seq_q) as u64, head: seq_q as u64, row: 1 };
-        params.lse_split_stride = rows_total as u64;
+        extended.lse_strides = Strides { batch: (heads * seq_q) as u64, head: seq_q as u64, row: 1 };
+        extended.lse_split_stride = rows_total as u64;
         combine = Some((
             (seq_q as u32, heads as u32, batch as u32),
             CombineParams {
@@ -654,6 +653,7 @@ pub fn plan_kv_cache(
             block: kernel.tile.threads() as u32,
             smem_bytes: kernel.tile.smem_bytes() as u32,
             params,
+            extended,
         },
         combine,
         scratch_len,

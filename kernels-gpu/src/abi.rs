@@ -27,9 +27,9 @@ pub enum Dtype {
     Bf16,
 }
 
-/// Everything one attention launch needs, passed by value as a single kernel parameter.
-///
-/// Optional device arrays are 0 when absent; the host validates every one that is present.
+/// What every attention launch needs, passed by value as the first kernel parameter. The plain
+/// kernels (no score modifiers, fixed lengths) take only this block: it is kept as small as the
+/// foundation's, because each launch copies it and small launches feel every byte.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AttentionParams {
@@ -43,7 +43,8 @@ pub struct AttentionParams {
     /// Device address of O, `[batch, heads, seq_q, head_dim]` through `o_strides`; with
     /// `kv_splits > 1`, f32 partial outputs (one set per split, `o_split_stride` apart).
     pub o: u64,
-    /// Device address of the f32 logsumexp (`lse_strides`); 0 when not wanted.
+    /// Device address of the f32 logsumexp, 0 when not wanted. Plain kernels: `[batch, heads,
+    /// seq_q]` contiguous; the others: through [`ExtendedParams::lse_strides`].
     pub lse: u64,
     /// Strides of Q.
     pub q_strides: Strides,
@@ -53,6 +54,31 @@ pub struct AttentionParams {
     pub v_strides: Strides,
     /// Strides of O.
     pub o_strides: Strides,
+    /// Query rows per (batch, head); varlen: the longest sequence (the grid is sized by it).
+    pub seq_q: u32,
+    /// Key rows per (batch, head); varlen: the longest sequence; KV cache: the capacity.
+    pub seq_k: u32,
+    /// Number of query heads (the grid's y dimension).
+    pub heads: u32,
+    /// Query heads per K/V head (GQA/MQA; 1 without): query head `h` reads K/V head
+    /// `h / kv_group`.
+    pub kv_group: u32,
+    /// Softmax scale multiplied by log2(e): the kernels work in base 2 (`ex2`).
+    pub scale_log2: f32,
+    /// Masked kernels: query row i sees keys from `i + seq_k - seq_q - window_left` (unbounded
+    /// when negative) ...
+    pub window_left: i32,
+    /// ... to `i + seq_k - seq_q + window_right` (unbounded when negative). Causal is (-1, 0).
+    pub window_right: i32,
+}
+
+/// The second kernel parameter of the score-modifier and varlen kernels: score modifiers,
+/// sequence geometry from device arrays, split-KV.
+///
+/// Optional device arrays are 0 when absent; the host validates every one that is present.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExtendedParams {
     /// Logsumexp element strides: batch, head, row (row stride 1).
     pub lse_strides: Strides,
     /// Split-KV: elements between the partial outputs (and, in `lse`, partial logsumexps) of
@@ -73,17 +99,8 @@ pub struct AttentionParams {
     pub block_table: u64,
     /// ALiBi: f32 slopes at `alibi_slopes[batch * alibi_batch_stride + head]`, or 0.
     pub alibi_slopes: u64,
-    /// Query rows per (batch, head); varlen: the longest sequence (the grid is sized by it).
-    pub seq_q: u32,
-    /// Key rows per (batch, head); varlen: the longest sequence; KV cache: the capacity.
-    pub seq_k: u32,
     /// Number of sequences (the grid's z dimension).
     pub batch: u32,
-    /// Number of query heads (the grid's y dimension).
-    pub heads: u32,
-    /// Query heads per K/V head (GQA/MQA; 1 without): query head `h` reads K/V head
-    /// `h / kv_group`.
-    pub kv_group: u32,
     /// Split-KV: CTAs sharing one query block's keys (1: no split).
     pub kv_splits: u32,
     /// See `seqused_k`.
@@ -94,13 +111,6 @@ pub struct AttentionParams {
     pub page_rows: u32,
     /// See `alibi_slopes`.
     pub alibi_batch_stride: u32,
-    /// Softmax scale multiplied by log2(e): the kernels work in base 2 (`ex2`).
-    pub scale_log2: f32,
-    /// Masked kernels: query row i sees keys from `i + seq_k - seq_q - window_left` (unbounded
-    /// when negative) ...
-    pub window_left: i32,
-    /// ... to `i + seq_k - seq_q + window_right` (unbounded when negative). Causal is (-1, 0).
-    pub window_right: i32,
     /// Score-modifier kernels: each score s becomes `softcap * tanh(s * softcap_scale)` (natural
     /// units; `scale_log2` is then log2(e)) when `softcap > 0`.
     pub softcap: f32,
@@ -109,6 +119,35 @@ pub struct AttentionParams {
     /// Score-modifier kernels with ALiBi: the bias `-slope * |i + seq_k - seq_q - j|` is added to
     /// raw scores multiplied by this (1 / softmax scale, or 1 when softcapped).
     pub alibi_scale: f32,
+}
+
+impl ExtendedParams {
+    /// No modifiers, no device arrays, one split, logsumexp strides 0 (the host fills them in).
+    pub const NONE: Self = Self {
+        lse_strides: Strides { batch: 0, head: 0, row: 0 },
+        o_split_stride: 0,
+        lse_split_stride: 0,
+        cu_seqlens_q: 0,
+        cu_seqlens_k: 0,
+        seqused_k: 0,
+        block_table: 0,
+        alibi_slopes: 0,
+        batch: 0,
+        kv_splits: 1,
+        seqused_k_add: 0,
+        block_table_stride: 0,
+        page_rows: 0,
+        alibi_batch_stride: 0,
+        softcap: 0.0,
+        softcap_scale: 0.0,
+        alibi_scale: 0.0,
+    };
+}
+
+/// Whether the entry point with these flags takes [`ExtendedParams`] as its second parameter
+/// (plain kernels take [`AttentionParams`] alone).
+pub const fn takes_extended_params(score_mods: bool, varlen: bool) -> bool {
+    score_mods || varlen
 }
 
 /// Compile-time tile parameters of one kernel configuration (FlashAttention-2's `Kernel_traits`).

@@ -13,7 +13,7 @@
 //! Register tiles are flat arrays: fragment `(m, j)` of a tile with `J` fragments per 16-row
 //! m-tile is element `m * J + j`.
 
-use crate::abi::{AttentionParams, Strides, TileConfig};
+use crate::abi::{AttentionParams, ExtendedParams, Strides, TileConfig};
 use crate::arch;
 use crate::layout;
 use crate::tile::{AFrag, BFrag, CFrag, Element, FragArray, SharedTile};
@@ -35,6 +35,9 @@ pub trait KernelTraits {
     /// Whether scores may be modified: softcapped (`AttentionParams::softcap`) and/or biased by
     /// ALiBi (`AttentionParams::alibi_slopes`), each when its launch parameter asks for it.
     const SCORE_MODS: bool;
+    /// Whether the entry point takes [`ExtendedParams`] (else the body sees
+    /// [`ExtendedParams::NONE`]): `SCORE_MODS || VARLEN`.
+    const EXTENDED: bool = crate::abi::takes_extended_params(Self::SCORE_MODS, Self::VARLEN);
     /// A fragments of one warp's Q rows: `m_tiles * head_dim / 16` when kept in registers,
     /// else empty.
     type QFrags: FragArray<AFrag>;
@@ -82,28 +85,28 @@ impl Sequence {
     /// # Safety
     /// The optional arrays of `p` are host-validated and cover `batch`.
     #[inline(always)]
-    unsafe fn of<C: KernelTraits>(p: &AttentionParams, batch: u32) -> Self {
+    unsafe fn of<C: KernelTraits>(p: &AttentionParams, x: &ExtendedParams, batch: u32) -> Self {
         if !C::VARLEN {
             return Self { q_offset: 0, seq_q: p.seq_q, k_offset: 0, seq_k: p.seq_k };
         }
         // SAFETY: `cu_seqlens_*` hold batch + 1 entries and `seqused_k` batch (caller).
         unsafe {
-            let (q_offset, seq_q) = if p.cu_seqlens_q != 0 {
-                let start = load_u32(p.cu_seqlens_q, batch);
-                (start, load_u32(p.cu_seqlens_q, batch + 1) - start)
+            let (q_offset, seq_q) = if x.cu_seqlens_q != 0 {
+                let start = load_u32(x.cu_seqlens_q, batch);
+                (start, load_u32(x.cu_seqlens_q, batch + 1) - start)
             } else {
                 (0, p.seq_q)
             };
-            let (k_offset, mut seq_k) = if p.cu_seqlens_k != 0 {
-                let start = load_u32(p.cu_seqlens_k, batch);
-                (start, load_u32(p.cu_seqlens_k, batch + 1) - start)
+            let (k_offset, mut seq_k) = if x.cu_seqlens_k != 0 {
+                let start = load_u32(x.cu_seqlens_k, batch);
+                (start, load_u32(x.cu_seqlens_k, batch + 1) - start)
             } else {
                 (0, p.seq_k)
             };
-            if p.seqused_k != 0 {
+            if x.seqused_k != 0 {
                 // The host keeps lengths within the capacity; the min keeps every read inside
                 // the cache whatever the device array holds.
-                seq_k = load_u32(p.seqused_k, batch).saturating_add(p.seqused_k_add).min(p.seq_k);
+                seq_k = load_u32(x.seqused_k, batch).saturating_add(x.seqused_k_add).min(p.seq_k);
             }
             Self { q_offset, seq_q, k_offset, seq_k }
         }
@@ -127,17 +130,17 @@ impl Block {
     /// # Safety
     /// As [`Sequence::of`].
     #[inline(always)]
-    unsafe fn locate<C: KernelTraits>(p: &AttentionParams) -> Self {
+    unsafe fn locate<C: KernelTraits>(p: &AttentionParams, x: &ExtendedParams) -> Self {
         let (block_x, head, batch) = arch::block_idx();
         // kv_splits >= 1 (host-validated); `max` lets the compiler drop its division-by-zero panic.
-        let splits = if C::VARLEN { p.kv_splits.max(1) } else { 1 };
+        let splits = if C::VARLEN { x.kv_splits.max(1) } else { 1 };
         let (q_block_index, split) = (block_x / splits, block_x % splits);
         // Causal: later query blocks see more keys; run them first so the grid's tail is short.
         let q_rows = C::TILE.q_tile_rows as u32;
         let q_blocks = p.seq_q.div_ceil(q_rows);
         let q_block = if C::MASKED { q_blocks - 1 - q_block_index } else { q_block_index };
         // SAFETY: forwarded from the caller.
-        let seq = unsafe { Sequence::of::<C>(p, batch) };
+        let seq = unsafe { Sequence::of::<C>(p, x, batch) };
         Self { batch, head, split, q_start: q_block * q_rows, seq }
     }
 }
@@ -191,7 +194,7 @@ struct RowState<C: KernelTraits> {
 /// Launched with grid `(ceil(seq_q / q_tile_rows) * kv_splits, heads, batch)`, `TILE.threads()`
 /// threads, `TILE.smem_bytes()` bytes of dynamic shared memory, and parameters the host validated.
 #[inline(always)]
-pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
+pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &ExtendedParams) {
     const {
         let t = C::TILE;
         assert!(t.is_consistent());
@@ -205,10 +208,10 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let thread = arch::thread_idx() as usize;
     let warp_row0 = 16 * tile.m_tiles * arch::warp_id() as usize;
     // SAFETY: host-validated parameters.
-    let Block { batch, head, split, q_start, seq } = unsafe { Block::locate::<C>(p) };
+    let Block { batch, head, split, q_start, seq } = unsafe { Block::locate::<C>(p, x) };
     // Varlen: the grid covers the longest sequence; shorter ones leave blocks with no rows.
-    // (A uniform exit before any barrier.)
-    if q_start >= seq.seq_q {
+    // (A uniform exit before any barrier. Fixed lengths: the grid is exact, no test needed.)
+    if C::VARLEN && q_start >= seq.seq_q {
         return;
     }
     // Masked kernels: query row i sees keys i + lo ..= i + hi, aligned to the bottom-right corner
@@ -230,7 +233,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     // Split-KV: this CTA takes an equal share of the visible tiles (possibly none: it then
     // writes an empty partial result, logsumexp -inf, which the combine step ignores).
     let visible_tiles = kv_end.div_ceil(kv_rows).saturating_sub(visible_first_tile);
-    let tiles_per_split = if C::VARLEN { visible_tiles.div_ceil(p.kv_splits.max(1)) } else { visible_tiles };
+    let tiles_per_split = if C::VARLEN { visible_tiles.div_ceil(x.kv_splits.max(1)) } else { visible_tiles };
     let first_tile = visible_first_tile + split * tiles_per_split;
     let kv_blocks = tiles_per_split.min(visible_tiles.saturating_sub(split * tiles_per_split)) as usize;
 
@@ -244,7 +247,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let kv_head = head / p.kv_group.max(1);
     // K/V rows of this (sequence, head) start at `k_ptr`/`v_ptr`; paged, the head's rows of page
     // 0 do, and each tile adds its page's offset (a tile never straddles pages).
-    let paged = C::VARLEN && p.block_table != 0;
+    let paged = C::VARLEN && x.block_table != 0;
     let (kv_batch, kv_row0) = if paged { (0, 0) } else { (batch, seq.k_offset) };
     // SAFETY: in bounds of K and V (host-validated); only an address is formed here.
     let (k_ptr, v_ptr) = unsafe {
@@ -255,9 +258,9 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     };
     let kv_rows_at = |base: *mut u16, strides: &Strides, row0: u32| -> *const u16 {
         let offset = if paged {
-            let page_rows = p.page_rows.max(1);
+            let page_rows = x.page_rows.max(1);
             // SAFETY: row0 < seq_k <= block_table_stride * page_rows (host-validated).
-            let page = unsafe { load_u32(p.block_table, batch * p.block_table_stride + row0 / page_rows) };
+            let page = unsafe { load_u32(x.block_table, batch * x.block_table_stride + row0 / page_rows) };
             page as u64 * strides.batch + ((row0 % page_rows) * strides.row as u32) as u64
         } else {
             (row0 * strides.row as u32) as u64
@@ -306,10 +309,10 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
     let (first_lo, first_hi) = (first_row as i32 + lo, first_row as i32 + hi);
     let last_row_offset = (16 * tile.m_tiles - 1) as i32;
     // ALiBi: the bias of a score is -slope·|key - (row + shift)|, here in units of raw scores.
-    let alibi_slope = if C::SCORE_MODS && p.alibi_slopes != 0 {
+    let alibi_slope = if C::SCORE_MODS && x.alibi_slopes != 0 {
         // SAFETY: the host checked that the slopes cover every (batch, head).
-        let slope = unsafe { *(p.alibi_slopes as *const f32).add((batch * p.alibi_batch_stride + head) as usize) };
-        slope * p.alibi_scale
+        let slope = unsafe { *(x.alibi_slopes as *const f32).add((batch * x.alibi_batch_stride + head) as usize) };
+        slope * x.alibi_scale
     } else {
         0.0
     };
@@ -323,8 +326,8 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
         let mut scores = q_k_transposed::<C>(&tiles.q, &q_frags, &tiles.k(stage), warp_row0);
         let kv_start = (first_tile + block as u32) * kv_rows;
         if C::SCORE_MODS {
-            if p.softcap > 0.0 {
-                soft_cap::<C>(&mut scores, p.softcap, p.softcap_scale);
+            if x.softcap > 0.0 {
+                soft_cap::<C>(&mut scores, x.softcap, x.softcap_scale);
             }
             if alibi_slope != 0.0 {
                 alibi::<C>(&mut scores, alibi_slope, kv_start as i32 - (first_row as i32 + shift));
@@ -344,11 +347,11 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams) {
 
     // Where the rows go is found again rather than kept in registers through the loop.
     // SAFETY: host-validated parameters.
-    let Block { batch, head, split, seq, .. } = unsafe { Block::locate::<C>(p) };
+    let Block { batch, head, split, seq, .. } = unsafe { Block::locate::<C>(p, x) };
     let at =
         OutputRows { batch, head, split, q_offset: seq.q_offset, seq_q: seq.seq_q, warp_start: first_row, warp_row0 };
     // SAFETY: launch contract of this function.
-    unsafe { epilogue::<C>(p, &tiles.q, &rows, &mut out, &at) };
+    unsafe { epilogue::<C>(p, x, &tiles.q, &rows, &mut out, &at) };
 }
 
 /// S = Q·Kᵀ for the warp's rows and one K tile. K fragments are read once and used by every
@@ -545,6 +548,7 @@ struct OutputRows {
 #[inline(always)]
 unsafe fn epilogue<C: KernelTraits>(
     p: &AttentionParams,
+    x: &ExtendedParams,
     staging: &SharedTile,
     rows: &RowState<C>,
     out: &mut C::Output,
@@ -565,14 +569,14 @@ unsafe fn epilogue<C: KernelTraits>(
         inverse[r] = if sum > 0.0 { 1.0 / sum } else { 0.0 };
     }
     let o_row_stride = p.o_strides.row as u32;
-    if C::VARLEN && p.kv_splits > 1 {
+    if C::VARLEN && x.kv_splits > 1 {
         for i in 0..C::Output::LEN {
             let (m, d_tile) = (i / d_tiles, i % d_tiles);
             for half in 0..2 {
                 let (row, col) = layout::mma_c_coords(lane, 2 * half);
                 let q_row = at.warp_start + (16 * m + row) as u32;
                 if q_row < at.seq_q {
-                    let index = at.split as u64 * p.o_split_stride
+                    let index = at.split as u64 * x.o_split_stride
                         + at.batch as u64 * p.o_strides.batch
                         + at.head as u64 * p.o_strides.head
                         + q_row as u64 * p.o_strides.row
@@ -613,14 +617,20 @@ unsafe fn epilogue<C: KernelTraits>(
         }
     }
 
+    // Plain kernels do without `ExtendedParams`: their logsumexp is `[batch, heads, seq_q]`.
+    let lse_strides = if C::EXTENDED {
+        x.lse_strides
+    } else {
+        Strides { batch: p.heads as u64 * p.seq_q as u64, head: p.seq_q as u64, row: 1 }
+    };
     if p.lse != 0 && lane % 4 == 0 {
         for r in 0..C::RowValues::LEN {
             let (row, _) = layout::mma_c_coords(lane, 2 * (r % 2));
             let q_row = at.warp_start + (16 * (r / 2) + row) as u32;
             if q_row < at.seq_q {
-                let index = at.split as u64 * p.lse_split_stride
-                    + at.batch as u64 * p.lse_strides.batch
-                    + at.head as u64 * p.lse_strides.head
+                let index = at.split as u64 * x.lse_split_stride
+                    + at.batch as u64 * lse_strides.batch
+                    + at.head as u64 * lse_strides.head
                     + (at.q_offset + q_row) as u64;
                 let lse = (rows.max[r] + arch::lg2(total[r])) * LN_2;
                 // SAFETY: the host checked that the lse buffer covers every row of every head.

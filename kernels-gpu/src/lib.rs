@@ -47,7 +47,7 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 /// `extern "ptx-kernel"` entry point `attention_fwd_<config>_<variant>` that runs the generic body
 /// with it (each in an anonymous scope of its own; the symbol name makes it unique).
 macro_rules! stamp_entry_points {
-    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:expr, $score_mods:expr, $varlen:expr) ),* $(,)?) => { $(
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:tt, $score_mods:tt, $varlen:tt) ),* $(,)?) => { $(
         const _: () = {
             struct Traits;
             impl KernelTraits for Traits {
@@ -62,17 +62,37 @@ macro_rules! stamp_entry_points {
                 type RowValues = [f32; 2 * $tile.m_tiles];
             }
 
-            /// Attention forward entry point; see `attention::attention_forward` for the contract.
-            ///
-            /// # Safety
-            /// Launch configuration and parameters as validated and chosen by the host library.
-            #[export_name = concat!("attention_fwd_", stringify!($config), "_", stringify!($variant))]
-            unsafe extern "ptx-kernel" fn entry(params: AttentionParams) {
-                // SAFETY: forwarded from the caller.
-                unsafe { attention::attention_forward::<Traits>(&params) }
-            }
+            entry_point!(concat!("attention_fwd_", stringify!($config), "_", stringify!($variant)), $score_mods, $varlen);
         };
     )* };
+}
+
+/// The `extern "ptx-kernel"` function of one entry point, for `Traits` in scope: plain kernels
+/// take [`AttentionParams`] alone, the others [`ExtendedParams`] too (see
+/// [`abi::takes_extended_params`]).
+macro_rules! entry_point {
+    ($name:expr, false, false) => {
+        /// Attention forward entry point; see `attention::attention_forward` for the contract.
+        ///
+        /// # Safety
+        /// Launch configuration and parameters as validated and chosen by the host library.
+        #[export_name = $name]
+        unsafe extern "ptx-kernel" fn entry(params: AttentionParams) {
+            // SAFETY: forwarded from the caller.
+            unsafe { attention::attention_forward::<Traits>(&params, &ExtendedParams::NONE) }
+        }
+    };
+    ($name:expr, $score_mods:tt, $varlen:tt) => {
+        /// Attention forward entry point; see `attention::attention_forward` for the contract.
+        ///
+        /// # Safety
+        /// Launch configuration and parameters as validated and chosen by the host library.
+        #[export_name = $name]
+        unsafe extern "ptx-kernel" fn entry(params: AttentionParams, extended: ExtendedParams) {
+            // SAFETY: forwarded from the caller.
+            unsafe { attention::attention_forward::<Traits>(&params, &extended) }
+        }
+    };
 }
 
 for_each_kernel!(stamp_entry_points);

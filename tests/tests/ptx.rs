@@ -81,3 +81,32 @@ fn tile_configurations_are_consistent() {
         assert!(kernel.tile.smem_bytes() <= 99 * 1024, "{}", kernel.name);
     }
 }
+
+/// The `.param` declarations of entry point `name`, as (size in bytes) in order.
+fn entry_param_sizes(name: &str) -> Vec<usize> {
+    let body = entry_body(name);
+    let params = &body[..body.find(')').expect("parameter list closes")];
+    params
+        .lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            line.starts_with(".param").then(|| {
+                let size = &line[line.rfind('[').expect("by-value block") + 1..line.rfind(']').expect("closes")];
+                size.parse().expect("a byte count")
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn plain_kernels_take_the_small_parameter_block_and_the_others_both() {
+    use flashcore::abi::{AttentionParams, ExtendedParams};
+    let (core, extended) = (size_of::<AttentionParams>(), size_of::<ExtendedParams>());
+    // Each launch copies the block: the plain kernels' must not outgrow the foundation's 176 B.
+    assert!(core <= 176, "AttentionParams is {core} bytes");
+    for kernel in KERNELS {
+        let expected = if kernel.takes_extended_params() { vec![core, extended] } else { vec![core] };
+        assert_eq!(entry_param_sizes(kernel.name), expected, "{}", kernel.name);
+        assert_eq!(kernel.takes_extended_params(), kernel.score_mods || kernel.varlen, "{}", kernel.name);
+    }
+}

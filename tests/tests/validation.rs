@@ -129,8 +129,8 @@ fn softcap_selects_its_kernels_and_scales() {
     p.options = ForwardOptions::new().causal(true).softcap(20.0).softmax_scale(0.5);
     let plan = planned(&p);
     assert!(plan.kernel.score_mods && plan.kernel.masked);
-    assert_eq!(plan.params.softcap, 20.0);
-    assert_eq!(plan.params.softcap_scale, 0.5 / 20.0);
+    assert_eq!(plan.extended.softcap, 20.0);
+    assert_eq!(plan.extended.softcap_scale, 0.5 / 20.0);
     assert_eq!(plan.params.scale_log2, std::f32::consts::LOG2_E);
     p.options = ForwardOptions::new();
     assert!(!planned(&p).kernel.score_mods);
