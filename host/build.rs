@@ -1,31 +1,98 @@
-//! Builds `../kernels-gpu` to PTX with rustc's NVPTX backend and exposes it to the crate as
-//! `$OUT_DIR/flashcore_kernels.ptx` (embedded with `include_str!`).
+//! Builds `../kernels-gpu` to PTX with rustc's NVPTX backend, twice, and exposes both to the
+//! crate (embedded with `include_str!`):
+//! - `$OUT_DIR/flashcore_kernels.ptx`: the mma.sync kernels for sm_80 (runs on sm_80..sm_90);
+//! - `$OUT_DIR/flashcore_kernels_sm90a.ptx`: the Hopper kernels (feature `hopper`, target
+//!   `sm_90a`, which `wgmma` and `setmaxnreg` need), loaded on compute capability 9.0 only.
 //!
 //! - The kernel crate is built by a nested `cargo build` with the toolchain its
-//!   `rust-toolchain.toml` pins, in its own target directory (the outer build holds the lock on
-//!   ours), so `core` for nvptx is compiled once and kernel edits rebuild in seconds.
+//!   `rust-toolchain.toml` pins, in its own target directories (the outer build holds the lock on
+//!   ours), so `core` for nvptx is compiled once per target CPU and kernel edits rebuild in
+//!   seconds.
+//! - rustc's NVPTX calling convention caps parameter alignment at 16 bytes; the Hopper kernels'
+//!   tensor-map parameter must be 64-byte aligned, so its declaration is raised in the PTX text.
 //! - Reruns only when the kernel sources or build configuration change.
-//! - `FLASHCORE_KERNELS_PTX=/path/to.ptx` skips the nested build and embeds that file instead.
+//! - `FLASHCORE_KERNELS_PTX` / `FLASHCORE_KERNELS_SM90A_PTX` = a path skips the nested build of
+//!   that PTX and embeds the file instead.
 use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const PTX_NAME: &str = "flashcore_kernels.ptx";
+const SM90A_PTX_NAME: &str = "flashcore_kernels_sm90a.ptx";
+/// The JIT's register cap for the Hopper kernels (`abi::HOPPER_LAUNCH_REGISTERS`).
+const HOPPER_LAUNCH_REGISTERS: &str = "168";
+
+/// One PTX build: which environment variable overrides it, the nested build's flags, where the
+/// host embeds it, and which architectures `ptxas` reports it for (with extra flags).
+struct PtxBuild {
+    override_var: &'static str,
+    target_dir: &'static str,
+    target_cpu: &'static str,
+    features: &'static [&'static str],
+    name: &'static str,
+    report: &'static [&'static str],
+    ptxas_flags: &'static [&'static str],
+}
+
+const BUILDS: [PtxBuild; 2] = [
+    PtxBuild {
+        override_var: "FLASHCORE_KERNELS_PTX",
+        target_dir: "kernels-gpu",
+        target_cpu: "sm_80",
+        features: &[],
+        name: PTX_NAME,
+        report: &["sm_80", "sm_89", "sm_90"],
+        ptxas_flags: &[],
+    },
+    PtxBuild {
+        override_var: "FLASHCORE_KERNELS_SM90A_PTX",
+        target_dir: "kernels-gpu-sm90a",
+        target_cpu: "sm_90a",
+        features: &["hopper"],
+        name: SM90A_PTX_NAME,
+        report: &["sm_90a"],
+        ptxas_flags: &["-maxrregcount", HOPPER_LAUNCH_REGISTERS],
+    },
+];
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=FLASHCORE_KERNELS_PTX");
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let ptx = match env::var_os("FLASHCORE_KERNELS_PTX") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            println!("cargo:rerun-if-changed={}", path.display());
-            path
-        }
-        None => build_kernels(&out_dir),
-    };
-    std::fs::copy(&ptx, out_dir.join(PTX_NAME))
-        .unwrap_or_else(|e| panic!("copying the kernel PTX from {}: {e}", ptx.display()));
-    report_resources(&ptx);
+    for build in &BUILDS {
+        println!("cargo:rerun-if-env-changed={}", build.override_var);
+        let ptx = match env::var_os(build.override_var) {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                println!("cargo:rerun-if-changed={}", path.display());
+                path
+            }
+            None => build_kernels(&out_dir, build),
+        };
+        let text =
+            std::fs::read_to_string(&ptx).unwrap_or_else(|e| panic!("reading the kernel PTX {}: {e}", ptx.display()));
+        let embedded = out_dir.join(build.name);
+        std::fs::write(&embedded, align_tensor_map_params(&text))
+            .unwrap_or_else(|e| panic!("writing {}: {e}", embedded.display()));
+        report_resources(&embedded, build);
+    }
+}
+
+/// Raises the declared alignment of every `attention_fwd_hopper_*` kernel's second parameter
+/// (its `TensorMaps`, 3 x 128 bytes) from rustc's 16 to the 64 that TMA requires of a tensor map.
+fn align_tensor_map_params(ptx: &str) -> String {
+    ptx.lines()
+        .map(|line| {
+            let trimmed = line.trim_start();
+            let is_maps =
+                trimmed.starts_with(".param .align 16 .b8 attention_fwd_hopper_") && trimmed.contains("_param_1[384]");
+            if is_maps {
+                line.replacen(".align 16", ".align 64", 1)
+            } else {
+                line.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
 }
 
 /// The kernel author's loop: when `ptxas` is available (`FLASHCORE_PTXAS`, or on `PATH`, e.g.
@@ -34,13 +101,15 @@ fn main() {
 /// architecture, plus one line per kernel that uses local memory (all of them with
 /// `FLASHCORE_PTXAS_ALL=1`). Without ptxas, nothing is printed (on a GPU,
 /// `FlashAttention::kernel_resources` reports the driver's view).
-fn report_resources(ptx: &Path) {
+fn report_resources(ptx: &Path, build: &PtxBuild) {
     println!("cargo:rerun-if-env-changed=FLASHCORE_PTXAS");
     println!("cargo:rerun-if-env-changed=FLASHCORE_PTXAS_ALL");
     let all = env::var_os("FLASHCORE_PTXAS_ALL").is_some();
     let ptxas = env::var_os("FLASHCORE_PTXAS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("ptxas"));
-    for arch in ["sm_80", "sm_89", "sm_90"] {
-        let Ok(output) = Command::new(&ptxas).args(["-v", "-arch", arch, "-o", "/dev/null"]).arg(ptx).output() else {
+    for &arch in build.report {
+        let mut command = Command::new(&ptxas);
+        command.args(["-v", "-arch", arch, "-o", "/dev/null"]).args(build.ptxas_flags).arg(ptx);
+        let Ok(output) = command.output() else {
             return;
         };
         let log = String::from_utf8_lossy(&output.stderr);
@@ -66,7 +135,7 @@ fn report_resources(ptx: &Path) {
     }
 }
 
-fn build_kernels(out_dir: &Path) -> PathBuf {
+fn build_kernels(out_dir: &Path, build: &PtxBuild) -> PathBuf {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let kernels = manifest_dir.join("../kernels-gpu");
     let kernels = kernels.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", kernels.display()));
@@ -76,12 +145,13 @@ fn build_kernels(out_dir: &Path) -> PathBuf {
 
     // <target>/<profile>/build/flashcore-<hash>/out -> <target>/kernels-gpu, shared by all
     // profiles of the outer build.
-    let target_dir = out_dir.ancestors().nth(4).unwrap_or(out_dir).join("kernels-gpu");
+    let target_dir = out_dir.ancestors().nth(4).unwrap_or(out_dir).join(build.target_dir);
     let toolchain = pinned_toolchain(&kernels.join("rust-toolchain.toml"));
 
     let mut cmd = Command::new("rustup");
     cmd.args(["run", &toolchain, "cargo", "build", "--release", "--locked", "--target-dir"])
         .arg(&target_dir)
+        .args(build.features.iter().flat_map(|f| ["--features", f]))
         // cargo reads kernels-gpu/.cargo/config.toml (target, build-std, linker) from the cwd.
         .current_dir(&kernels)
         // Our stdout is read by cargo as build directives; send the nested build's to stderr,
@@ -93,6 +163,11 @@ fn build_kernels(out_dir: &Path) -> PathBuf {
             cmd.env_remove(key.as_ref());
         }
     }
+    // The same flags as kernels-gpu/.cargo/config.toml, for this build's target CPU.
+    cmd.env(
+        "CARGO_TARGET_NVPTX64_NVIDIA_CUDA_RUSTFLAGS",
+        format!("-C target-cpu={} -C llvm-args=-unroll-threshold=4000", build.target_cpu),
+    );
     let status =
         cmd.status().unwrap_or_else(|e| panic!("running `rustup run {toolchain} cargo build` for kernels-gpu: {e}"));
     if !status.success() {

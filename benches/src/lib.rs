@@ -109,8 +109,18 @@ impl Workload {
         )
     }
 
-    /// The kernel a call with `options` runs on `flash`'s device (autotuning applied).
+    /// The mma.sync kernel a call with `options` is planned with (autotuning applied).
     pub fn kernel(&self, flash: &FlashAttention, options: &ForwardOptions) -> &'static flashcore::kernels::KernelInfo {
+        flash.selected_kernel(&self.problem(options)).expect("bench configurations exist")
+    }
+
+    /// The name of the kernel a call with `options` runs on `flash`'s device: a Hopper kernel
+    /// where one applies, else [`kernel`](Self::kernel)'s.
+    pub fn kernel_name(&self, flash: &FlashAttention, options: &ForwardOptions) -> &'static str {
+        flash.selected_kernel_name(&self.problem(options)).expect("bench configurations exist")
+    }
+
+    fn problem<'a>(&self, options: &ForwardOptions<'a>) -> flashcore::plan::ForwardProblem<'a> {
         let layout = self.shape.layout();
         let arg = |b: &DeviceBuffer<f16>| flashcore::plan::TensorArg {
             address: b.as_device_ptr().as_raw(),
@@ -118,15 +128,7 @@ impl Workload {
             layout,
         };
         let [q, k, v] = &self.inputs[0];
-        let problem = flashcore::plan::ForwardProblem::new(
-            flashcore::Dtype::F16,
-            arg(q),
-            arg(k),
-            arg(v),
-            arg(&self.out),
-            *options,
-        );
-        flash.selected_kernel(&problem).expect("bench configurations exist")
+        flashcore::plan::ForwardProblem::new(flashcore::Dtype::F16, arg(q), arg(k), arg(v), arg(&self.out), *options)
     }
 
     /// Input set 0 and the output, copied to the host.

@@ -168,6 +168,13 @@ pub enum Error {
         /// Key/value heads.
         kv_heads: usize,
     },
+    /// [`KernelFamily::Wgmma`](crate::KernelFamily::Wgmma) was asked for a call that the Hopper
+    /// kernels cannot serve.
+    #[error("the Hopper (wgmma) kernels cannot run this call: {reason}")]
+    KernelFamilyUnavailable {
+        /// Why not.
+        reason: &'static str,
+    },
     /// No kernel has the forced tile configuration.
     #[error("no kernel with {q_tile_rows} query rows per CTA for head_dim {head_dim}")]
     UnsupportedTile {

@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use cust::context::CurrentContext;
 use cust::device::DeviceAttribute;
 use cust::memory::DeviceSlice;
-use cust::module::Module;
+use cust::module::{Module, ModuleJitOption};
 use cust::prelude::Stream;
 use cust::sys as cu;
 
@@ -15,10 +15,13 @@ use cust::memory::DeviceBuffer;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::abi::{AttentionParams, Dtype, APPEND_THREADS};
+use crate::abi::{AttentionParams, Dtype, APPEND_THREADS, HOPPER_LAUNCH_REGISTERS};
 use crate::element::Element;
 use crate::error::{driver, Error, Operand, Result};
-use crate::kernels::{check_device, combine_kernel, KernelInfo, APPEND_KERNEL, KERNELS, PTX};
+use crate::hopper::{encode_tensor_maps, plan_hopper, use_hopper, HopperPlan};
+use crate::kernels::{
+    check_device, combine_kernel, KernelInfo, APPEND_KERNEL, HOPPER_KERNELS, HOPPER_PTX, KERNELS, PTX,
+};
 use crate::kv_cache::KvCache;
 use crate::options::ForwardOptions;
 use crate::plan::{plan, plan_kv_cache, ForwardProblem, KvCacheProblem, LaunchPlan, LseArg, TensorArg};
@@ -73,6 +76,8 @@ pub struct FlashAttention {
     combine: [KernelFunction; 2],
     /// KV-cache append.
     append: KernelFunction,
+    /// The Hopper kernels, on compute capability 9.0.
+    hopper: Option<HopperModule>,
     context: ContextHandle,
     compute_capability: (i32, i32),
     multiprocessors: usize,
@@ -91,6 +96,14 @@ pub struct KernelResources {
     pub local_bytes: usize,
     /// Dynamic shared memory per CTA in bytes.
     pub shared_bytes: usize,
+}
+
+/// The loaded sm_90a module and one function per entry of `HOPPER_KERNELS`.
+#[derive(Debug)]
+struct HopperModule {
+    // Kept alive for `functions`, which point into it.
+    _module: Module,
+    functions: Vec<KernelFunction>,
 }
 
 /// A kernel handle of the loaded module.
@@ -136,22 +149,14 @@ impl FlashAttention {
         let module = Module::from_ptx(PTX, &[])?;
         let mut functions = Vec::with_capacity(KERNELS.len());
         for kernel in KERNELS {
-            let needed = kernel.tile.smem_bytes();
-            let function = module.get_function(kernel.name)?.to_raw();
-            // SAFETY: `function` belongs to `module`, which is alive; the attribute and value are valid.
-            driver("cuFuncSetAttribute", unsafe {
-                cu::cuFuncSetAttribute(
-                    function,
-                    cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    needed as i32,
-                )
-            })?;
-            functions.push(KernelFunction(function));
+            functions.push(load_function(&module, kernel.name, kernel.tile.smem_bytes())?);
         }
         let combine = [Dtype::F16, Dtype::Bf16].map(|dtype| module.get_function(combine_kernel(dtype)));
         let [combine_f16, combine_bf16] = combine;
         let combine = [KernelFunction(combine_f16?.to_raw()), KernelFunction(combine_bf16?.to_raw())];
         let append = KernelFunction(module.get_function(APPEND_KERNEL)?.to_raw());
+        // sm_90a code runs on compute capability 9.0 exactly.
+        let hopper = if (major, minor) == (9, 0) { Some(load_hopper(smem_optin as usize)?) } else { None };
         let device_name = device.name()?;
         // A cache from an earlier `autotune` on this device and these kernels, if any.
         let tuning = cache_path(&device_name).and_then(|path| TuningTable::load(&path).ok()).unwrap_or_default();
@@ -160,6 +165,7 @@ impl FlashAttention {
             functions,
             combine,
             append,
+            hopper,
             context,
             compute_capability: (major, minor),
             multiprocessors,
@@ -454,10 +460,55 @@ impl FlashAttention {
     /// Validates `problem` (pure checks, then the context and every buffer against the driver)
     /// and launches it.
     fn run(&self, stream: &Stream, problem: &ForwardProblem<'_>) -> Result<()> {
+        let untuned = problem;
         let problem = &self.tuned(problem);
         let plan = plan(problem, self.multiprocessors)?;
+        // The Hopper kernels have no tile heights to tune: judge them on the caller's options.
+        let hopper = plan_hopper(untuned, &plan);
+        let family = untuned.options.kernel_family_value();
+        let use_hopper = use_hopper(family, self.hopper.is_some(), &hopper, self.multiprocessors)?;
         self.check_device_memory(stream, problem)?;
-        self.launch(stream, &plan)
+        match hopper {
+            Ok(hopper) if use_hopper => self.launch_hopper(stream, &hopper),
+            _ => self.launch(stream, &plan),
+        }
+    }
+
+    /// Whether the Hopper (wgmma + TMA) kernels are loaded: compute capability 9.0.
+    pub fn has_hopper_kernels(&self) -> bool {
+        self.hopper.is_some()
+    }
+
+    /// The name of the kernel a call of `problem` would launch, Hopper kernels included
+    /// (validating it as the call would).
+    pub fn selected_kernel_name(&self, problem: &ForwardProblem<'_>) -> Result<&'static str> {
+        let plan = plan(&self.tuned(problem), self.multiprocessors)?;
+        let hopper = plan_hopper(problem, &plan);
+        Ok(match hopper {
+            Ok(h)
+                if use_hopper(
+                    problem.options.kernel_family_value(),
+                    self.hopper.is_some(),
+                    &hopper,
+                    self.multiprocessors,
+                )? =>
+            {
+                h.kernel.name
+            }
+            _ => plan.kernel.name,
+        })
+    }
+
+    fn launch_hopper(&self, stream: &Stream, plan: &HopperPlan) -> Result<()> {
+        let module = self.hopper.as_ref().expect("Hopper plans are launched only when the module is loaded");
+        let index = HOPPER_KERNELS
+            .iter()
+            .position(|k| std::ptr::eq(k, plan.kernel))
+            .expect("plans name kernels from HOPPER_KERNELS");
+        let mut params = plan.params;
+        let mut maps = encode_tensor_maps(plan)?;
+        let args = [&mut params as *mut AttentionParams as *mut c_void, maps.as_param()];
+        self.launch_args(stream, module.functions[index], plan.grid, plan.block, plan.smem_bytes, args)
     }
 
     /// The current context and the stream's must be ours, and every buffer must lie inside one
@@ -592,6 +643,36 @@ impl FlashAttention {
         let index = KERNELS.iter().position(|k| std::ptr::eq(k, kernel)).expect("plans name kernels from KERNELS");
         self.functions[index]
     }
+}
+
+/// Loads the Hopper kernels with the JIT register cap their `setmaxnreg` needs and raises each
+/// one's dynamic shared-memory limit.
+fn load_hopper(smem_optin: usize) -> Result<HopperModule> {
+    let module = Module::from_ptx(HOPPER_PTX, &[ModuleJitOption::MaxRegisters(HOPPER_LAUNCH_REGISTERS as u32)])?;
+    let mut functions = Vec::with_capacity(HOPPER_KERNELS.len());
+    for kernel in HOPPER_KERNELS {
+        let needed = kernel.config.smem_bytes();
+        if needed > smem_optin {
+            return Err(Error::SharedMemory { kernel: kernel.name, needed, available: smem_optin });
+        }
+        functions.push(load_function(&module, kernel.name, needed)?);
+    }
+    Ok(HopperModule { _module: module, functions })
+}
+
+/// Entry point `name` of `module`, its dynamic shared-memory limit raised to `smem_bytes`.
+fn load_function(module: &Module, name: &str, smem_bytes: usize) -> Result<KernelFunction> {
+    let function = module.get_function(name)?.to_raw();
+    // SAFETY: `function` belongs to `module`, which the caller keeps alive; the attribute and
+    // value are valid.
+    driver("cuFuncSetAttribute", unsafe {
+        cu::cuFuncSetAttribute(
+            function,
+            cu::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            smem_bytes as i32,
+        )
+    })?;
+    Ok(KernelFunction(function))
 }
 
 /// The tuning table for reading; a panic elsewhere cannot leave it half-written (entries are

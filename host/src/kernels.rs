@@ -7,6 +7,44 @@ use crate::error::{Error, Result};
 /// sm_80, sm_86, sm_89 and sm_90 through the driver's JIT).
 pub static PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flashcore_kernels.ptx"));
 
+/// The PTX of the Hopper kernels (target `sm_90a`: `wgmma`, TMA, `setmaxnreg`), loaded on
+/// devices of compute capability 9.0 only, with a JIT register cap of
+/// [`HOPPER_LAUNCH_REGISTERS`].
+pub static HOPPER_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flashcore_kernels_sm90a.ptx"));
+
+/// One Hopper (wgmma + TMA) attention entry point and its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HopperKernelInfo {
+    /// Entry-point name in [`HOPPER_PTX`].
+    pub name: &'static str,
+    /// Pipeline configuration.
+    pub config: HopperConfig,
+    /// Element type of its tensors.
+    pub dtype: Dtype,
+    /// Whether it applies a mask per query row (causal or sliding-window attention).
+    pub masked: bool,
+}
+
+macro_rules! hopper_kernel_table {
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:expr) ),* $(,)?) => {
+        /// Every attention entry point in [`HOPPER_PTX`].
+        pub static HOPPER_KERNELS: &[HopperKernelInfo] = &[ $(
+            HopperKernelInfo {
+                name: concat!("attention_fwd_hopper_", stringify!($config), "_", stringify!($variant)),
+                config: $tile,
+                dtype: Dtype::$dtype,
+                masked: $masked,
+            }
+        ),* ];
+    };
+}
+for_each_hopper_kernel!(hopper_kernel_table);
+
+/// The Hopper kernel for an element type, head dimension and mask, if there is one.
+pub fn select_hopper(dtype: Dtype, head_dim: usize, masked: bool) -> Option<&'static HopperKernelInfo> {
+    HOPPER_KERNELS.iter().find(|k| k.dtype == dtype && k.config.head_dim == head_dim && k.masked == masked)
+}
+
 /// One attention entry point and its compile-time configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelInfo {

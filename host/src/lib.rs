@@ -26,6 +26,7 @@ pub mod abi;
 mod element;
 mod error;
 mod flash;
+pub mod hopper;
 pub mod kernels;
 mod kv_cache;
 mod options;
@@ -43,7 +44,7 @@ pub use flash::{FlashAttention, KernelResources};
 pub use half::{bf16, f16};
 pub use kernels::SUPPORTED_HEAD_DIMS;
 pub use kv_cache::{KvCache, PAGE_ROWS_MULTIPLE};
-pub use options::{ForwardOptions, SlopesArg};
+pub use options::{ForwardOptions, KernelFamily, SlopesArg};
 pub use tensor::{AttnTensor, AttnTensorMut, TensorLayout};
 pub use varlen::VarlenBatch;
 

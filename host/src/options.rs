@@ -13,6 +13,22 @@ pub struct SlopesArg {
     pub len: usize,
 }
 
+/// Which family of kernels runs a forward call ([`ForwardOptions::kernel_family`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum KernelFamily {
+    /// The Hopper kernels where they apply (compute capability 9.0; f16/bf16; head dim 64 or
+    /// 128; fixed lengths; no softcap or ALiBi; no forced tile height; TMA-compatible strides),
+    /// else the mma.sync kernels.
+    #[default]
+    Auto,
+    /// The `mma.sync` kernels (every GPU from sm_80), whatever the device.
+    MmaSync,
+    /// The Hopper kernels (`wgmma` + TMA, warp-specialised); a call they cannot serve is an
+    /// error ([`Error::KernelFamilyUnavailable`](crate::Error::KernelFamilyUnavailable)) rather
+    /// than a silent fallback.
+    Wgmma,
+}
+
 /// Options of [`FlashAttention::forward`](crate::FlashAttention::forward), built with chained
 /// setters:
 ///
@@ -31,6 +47,7 @@ pub struct ForwardOptions<'a> {
     softmax_scale: Option<f32>,
     q_tile_rows: Option<usize>,
     num_splits: usize,
+    family: KernelFamily,
     alibi: Option<SlopesArg>,
     slopes: PhantomData<&'a DeviceSlice<f32>>,
 }
@@ -51,6 +68,7 @@ impl ForwardOptions<'static> {
             softmax_scale: None,
             q_tile_rows: None,
             num_splits: 0,
+            family: KernelFamily::Auto,
             alibi: None,
             slopes: PhantomData,
         }
@@ -165,6 +183,18 @@ impl<'a> ForwardOptions<'a> {
     /// The forced query rows per CTA, if any.
     pub const fn forced_q_tile_rows(&self) -> Option<usize> {
         self.q_tile_rows
+    }
+
+    /// Chooses the kernel family (default [`KernelFamily::Auto`]): to compare the two on
+    /// Hopper, or to insist on one.
+    pub const fn kernel_family(mut self, family: KernelFamily) -> Self {
+        self.family = family;
+        self
+    }
+
+    /// The kernel family asked for.
+    pub const fn kernel_family_value(&self) -> KernelFamily {
+        self.family
     }
 
     /// Whether causal masking is on.

@@ -459,3 +459,151 @@ pub struct AppendParams {
 
 /// Threads per CTA of the append kernel.
 pub const APPEND_THREADS: usize = 128;
+
+/// A TMA tensor map (`CUtensorMap`): 128 opaque bytes that the host encodes with
+/// `cuTensorMapEncodeTiled` and the kernel hands to `cp.async.bulk.tensor` straight from its
+/// parameter space. The copy engine needs them 64-byte aligned; rustc's NVPTX calling convention
+/// caps a parameter's alignment at 16, so the host's build script raises the declared alignment
+/// of the Hopper kernels' tensor-map parameter to 64 in the PTX (`HOPPER_MAPS_PARAM_ALIGN`).
+#[repr(C, align(16))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMap(pub [u64; 16]);
+
+/// The second parameter of the Hopper kernels: one tensor map per input, each over the tensor
+/// as `[batch, heads, rows, head_dim]` (innermost last) with a box of `HOPPER_BOX_COLS` columns
+/// by the tile's rows, 128-byte swizzled.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TensorMaps {
+    /// Q, box `q_tile_rows` rows.
+    pub q: TensorMap,
+    /// K (`heads / kv_group` heads), box `kv_tile_rows` rows.
+    pub k: TensorMap,
+    /// V, as K.
+    pub v: TensorMap,
+}
+
+/// Alignment the Hopper kernels' `TensorMaps` parameter is declared with in the PTX.
+pub const HOPPER_MAPS_PARAM_ALIGN: usize = 64;
+
+/// Byte offsets of the tensor maps inside [`TensorMaps`] (the kernels address them in their
+/// parameter space).
+pub const TENSOR_MAP_Q_OFFSET: usize = 0;
+/// See [`TENSOR_MAP_Q_OFFSET`].
+pub const TENSOR_MAP_K_OFFSET: usize = 128;
+/// See [`TENSOR_MAP_Q_OFFSET`].
+pub const TENSOR_MAP_V_OFFSET: usize = 256;
+
+/// Columns of one TMA box: 64 16-bit elements, one 128-byte swizzle row. Wider head dims are
+/// loaded as several column blocks.
+pub const HOPPER_BOX_COLS: usize = 64;
+
+/// Compile-time parameters of a Hopper (wgmma + TMA) kernel configuration: a producer warpgroup
+/// that loads Q once and streams K/V through a `stages`-deep ring of shared-memory buffers
+/// guarded by `mbarrier`s, and `consumer_warpgroups` warpgroups of 64 query rows each that run
+/// `wgmma` and the online softmax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HopperConfig {
+    /// Head dimension (a multiple of 64).
+    pub head_dim: usize,
+    /// Key/value rows per pipeline stage (the N of S = Q·Kᵀ).
+    pub kv_tile_rows: usize,
+    /// Depth of the K/V ring.
+    pub stages: usize,
+    /// Consumer warpgroups, 64 query rows each.
+    pub consumer_warpgroups: usize,
+}
+
+/// Registers per thread of a Hopper kernel at launch (the JIT's cap, so that `setmaxnreg` can
+/// move registers between warpgroups): 384 threads x 168 fit the SM's 64 Ki registers.
+pub const HOPPER_LAUNCH_REGISTERS: usize = 168;
+/// Registers per thread the producer warpgroup keeps after `setmaxnreg.dec`.
+pub const HOPPER_PRODUCER_REGISTERS: u32 = 40;
+/// Registers per thread the consumer warpgroups get with `setmaxnreg.inc`
+/// (40 · 128 + 232 · 256 ≤ 65 536).
+pub const HOPPER_CONSUMER_REGISTERS: u32 = 232;
+
+impl HopperConfig {
+    /// Query rows per CTA.
+    pub const fn q_tile_rows(&self) -> usize {
+        64 * self.consumer_warpgroups
+    }
+
+    /// Threads per CTA: the producer warpgroup and the consumers.
+    pub const fn threads(&self) -> usize {
+        128 * (1 + self.consumer_warpgroups)
+    }
+
+    /// Bytes of a `rows`-row tile in shared memory (column blocks of 64 x 128-byte rows).
+    pub const fn tile_bytes(&self, rows: usize) -> usize {
+        rows * self.head_dim * ELEMENT_BYTES
+    }
+
+    /// Bytes of the `mbarrier`s: Q full, and per stage K full, V full and K/V empty.
+    pub const fn barrier_bytes(&self) -> usize {
+        8 * (1 + 3 * self.stages)
+    }
+
+    /// Dynamic shared memory per CTA: 1 KiB of slack to align the tiles to the 1024-byte
+    /// swizzle atom, Q, `stages` K and V tiles, the barriers.
+    pub const fn smem_bytes(&self) -> usize {
+        1024 + self.tile_bytes(self.q_tile_rows())
+            + 2 * self.stages * self.tile_bytes(self.kv_tile_rows)
+            + self.barrier_bytes()
+    }
+
+    /// The per-warp view that the online softmax and masks share with the mma.sync kernels:
+    /// each consumer warp owns 16 query rows and `kv_tile_rows` scores per row.
+    pub const fn warp_tile(&self) -> TileConfig {
+        TileConfig {
+            head_dim: self.head_dim,
+            q_tile_rows: self.q_tile_rows(),
+            m_tiles: 1,
+            q_in_registers: false,
+            kv_tile_rows: self.kv_tile_rows,
+            warps: 4 * self.consumer_warpgroups,
+            stages: self.stages,
+        }
+    }
+
+    /// Whether the parameters are internally consistent.
+    pub const fn is_consistent(&self) -> bool {
+        self.head_dim % HOPPER_BOX_COLS == 0
+            && (self.kv_tile_rows == 64 || self.kv_tile_rows == 128)
+            && self.kv_tile_rows <= 256
+            && self.stages >= 2
+            && self.consumer_warpgroups >= 1
+            && self.warp_tile().is_consistent()
+            && HOPPER_PRODUCER_REGISTERS as usize * 128
+                + HOPPER_CONSUMER_REGISTERS as usize * 128 * self.consumer_warpgroups
+                <= 65536
+    }
+}
+
+/// Hopper, head dimension 64: 2 consumer warpgroups (128 query rows), 128 keys per stage,
+/// 2 stages (81 KiB of shared memory).
+pub const HOPPER_HEAD_DIM_64: HopperConfig =
+    HopperConfig { head_dim: 64, kv_tile_rows: 128, stages: 2, consumer_warpgroups: 2 };
+
+/// Hopper, head dimension 128: 2 consumer warpgroups, 128 keys per stage, 2 stages (161 KiB).
+pub const HOPPER_HEAD_DIM_128: HopperConfig =
+    HopperConfig { head_dim: 128, kv_tile_rows: 128, stages: 2, consumer_warpgroups: 2 };
+
+/// Calls `$callback! { (config, HOPPER_CONFIG, variant, dtype, masked), ... }` with every Hopper
+/// entry point, named `attention_fwd_hopper_<config>_<variant>`: f16/bf16, masked or not, fixed
+/// lengths without score modifiers (everything else runs the mma.sync kernels on Hopper too).
+macro_rules! for_each_hopper_kernel {
+    ($callback:ident) => {
+        for_each_hopper_kernel! { @expand $callback [(d64, HOPPER_HEAD_DIM_64) (d128, HOPPER_HEAD_DIM_128)] }
+    };
+    (@expand $callback:ident [ $( ($config:ident, $tile:ident) )* ]) => {
+        $callback! {
+            $(
+                ($config, $tile, f16, F16, false),
+                ($config, $tile, f16_masked, F16, true),
+                ($config, $tile, bf16, Bf16, false),
+                ($config, $tile, bf16_masked, Bf16, true),
+            )*
+        }
+    };
+}

@@ -7,6 +7,9 @@
 use core::arch::asm;
 use core::arch::nvptx;
 
+#[cfg(feature = "hopper")]
+pub mod hopper;
+
 /// Thread index within the CTA (x dimension; the kernels use 1-D blocks).
 #[inline(always)]
 pub fn thread_idx() -> u32 {

@@ -180,12 +180,12 @@ impl SharedTiles {
 }
 
 /// Running softmax state of the rows whose scores a thread holds.
-struct RowState<C: KernelTraits> {
+pub(crate) struct RowState<C: KernelTraits> {
     /// Running max of the scaled scores, in log2 units.
-    max: C::RowValues,
+    pub(crate) max: C::RowValues,
     /// This thread's part of the running sum of `2^(score - max)`; the quad's parts are added at
     /// the end.
-    sum: C::RowValues,
+    pub(crate) sum: C::RowValues,
 }
 
 /// Computes one query block of one (batch, head), or with split-KV one share of its keys.
@@ -419,7 +419,7 @@ fn soft_cap<C: KernelTraits>(scores: &mut C::Scores, cap: f32, scale_over_cap: f
 /// The warp's first row sees keys `first_lo..=first_hi`; each further row one key more on both
 /// ends.
 #[inline(always)]
-fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_lo: i32, first_hi: i32) {
+pub(crate) fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_lo: i32, first_hi: i32) {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let lane = arch::lane_id() as usize;
     // One unsigned compare per score tests both window ends: a key below the window wraps around
@@ -442,7 +442,7 @@ fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, firs
 /// running sums and (only if some row max of the warp changed) of the output accumulator, and
 /// P = 2^(s·c − max) in place of the scores, with c = scale·log2(e) > 0 folded into one FFMA.
 #[inline(always)]
-fn online_softmax<C: KernelTraits>(
+pub(crate) fn online_softmax<C: KernelTraits>(
     scores: &mut C::Scores,
     scale_log2: f32,
     rows: &mut RowState<C>,

@@ -91,3 +91,26 @@ pub const fn ldmatrix_x4_rows8_lane(lane: usize) -> (usize, usize) {
 pub const fn p_from_scores(reg: usize, i: usize) -> (usize, usize) {
     (reg / 2, 2 * (reg % 2) + i)
 }
+
+/// Bytes of one row of a Hopper tile's column block: 64 16-bit elements, the width of the TMA
+/// 128-byte swizzle.
+pub const SW128_ROW_BYTES: usize = 128;
+
+/// Byte offset of element (`row`, `col`) in a Hopper shared-memory tile of `rows` rows as TMA
+/// writes it with 128-byte swizzling: column blocks of 64 elements one after the other, each
+/// `rows` x 128 bytes; within a block, the 16-byte chunk `c` of row `r` sits at chunk
+/// `c ^ (r % 8)` (the same XOR as [`swizzled_chunk`], over 1024-byte atoms of 8 rows).
+pub const fn sw128_offset(row: usize, col: usize, rows: usize) -> usize {
+    let (block, col_in_block) = (col / 64, col % 64);
+    block * rows * SW128_ROW_BYTES
+        + row * SW128_ROW_BYTES
+        + swizzled_chunk(row, col_in_block / CHUNK_ELEMS) * CHUNK_BYTES
+        + (col_in_block % CHUNK_ELEMS) * 2
+}
+
+/// Where the `wgmma` descriptor of k step `k_step` (columns `16 * k_step..+16`) of a K-major
+/// Hopper tile of `rows` rows starts, relative to the tile: the column block, plus 32 bytes per
+/// step inside the 128-byte row (the hardware applies the swizzle to the address it forms).
+pub const fn sw128_k_step_offset(k_step: usize, rows: usize) -> usize {
+    (k_step / 4) * rows * SW128_ROW_BYTES + (k_step % 4) * 32
+}

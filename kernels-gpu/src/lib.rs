@@ -20,6 +20,8 @@
     gpu_launch_sized_workgroup_mem
 )]
 #![allow(internal_features)]
+// The sm_90a build stamps only the Hopper kernels; the mma.sync list and its stampers stay unused.
+#![cfg_attr(feature = "hopper", allow(unused_macros))]
 // Register tiles are fixed-size arrays indexed by loop counters that unroll to constants; the
 // index form mirrors the fragment layout tables, so keep it.
 #![allow(clippy::needless_range_loop)]
@@ -28,6 +30,8 @@
 pub mod abi;
 pub mod arch;
 pub mod attention;
+#[cfg(feature = "hopper")]
+pub mod hopper;
 pub mod kv_cache;
 pub mod layout;
 pub mod split_kv;
@@ -95,12 +99,57 @@ macro_rules! entry_point {
     };
 }
 
+// The sm_80 PTX holds the mma.sync kernels, the sm_90a PTX (feature `hopper`) the Hopper ones.
+#[cfg(not(feature = "hopper"))]
 for_each_kernel!(stamp_entry_points);
+
+/// Stamps out, per entry of `for_each_hopper_kernel!`, the traits and the entry point
+/// `attention_fwd_hopper_<config>_<variant>(AttentionParams, TensorMaps)`. The tensor maps are
+/// used in place, in the parameter space, through their address (`param_address!`).
+#[cfg(feature = "hopper")]
+macro_rules! stamp_hopper_entry_points {
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:tt) ),* $(,)?) => { $(
+        const _: () = {
+            struct Traits;
+            impl KernelTraits for Traits {
+                const TILE: TileConfig = $tile.warp_tile();
+                type Elem = $dtype;
+                const MASKED: bool = $masked;
+                const SCORE_MODS: bool = false;
+                const VARLEN: bool = false;
+                type QFrags = [AFrag; 0];
+                type Scores = [CFrag; $tile.kv_tile_rows / 8];
+                type Output = [CFrag; $tile.head_dim / 8];
+                type RowValues = [f32; 2];
+            }
+            impl hopper::HopperTraits for Traits {
+                const CONFIG: HopperConfig = $tile;
+            }
+
+            /// Hopper attention forward entry point; see `hopper::attention_forward`.
+            ///
+            /// # Safety
+            /// Launch configuration and parameters as validated and chosen by the host library.
+            #[export_name = concat!("attention_fwd_hopper_", stringify!($config), "_", stringify!($variant))]
+            unsafe extern "ptx-kernel" fn entry(params: AttentionParams, _maps: TensorMaps) {
+                let maps = param_address!(
+                    concat!("attention_fwd_hopper_", stringify!($config), "_", stringify!($variant), "_param_1"),
+                    0
+                );
+                // SAFETY: forwarded from the caller.
+                unsafe { hopper::attention_forward::<Traits>(&params, maps) }
+            }
+        };
+    )* };
+}
+#[cfg(feature = "hopper")]
+for_each_hopper_kernel!(stamp_hopper_entry_points);
 
 /// Split-KV combine, f16 output; see `split_kv::combine`.
 ///
 /// # Safety
 /// Launch configuration and parameters as validated and chosen by the host library.
+#[cfg(not(feature = "hopper"))]
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_combine_f16(params: CombineParams) {
     // SAFETY: forwarded from the caller.
@@ -111,6 +160,7 @@ pub unsafe extern "ptx-kernel" fn attention_combine_f16(params: CombineParams) {
 ///
 /// # Safety
 /// Launch configuration and parameters as validated and chosen by the host library.
+#[cfg(not(feature = "hopper"))]
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_combine_bf16(params: CombineParams) {
     // SAFETY: forwarded from the caller.
@@ -121,6 +171,7 @@ pub unsafe extern "ptx-kernel" fn attention_combine_bf16(params: CombineParams) 
 ///
 /// # Safety
 /// Launch configuration and parameters as validated and chosen by the host library.
+#[cfg(not(feature = "hopper"))]
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn kv_cache_append(params: AppendParams) {
     // SAFETY: forwarded from the caller.

@@ -203,3 +203,49 @@ impl SharedTile {
         }
     }
 }
+
+/// A warpgroup's `wgmma` accumulator for an element type `E`: `N / 8` fragments of
+/// `mma.sync`'s C layout per thread, for the N (64 or 128) its length implies.
+#[cfg(feature = "hopper")]
+pub trait WgmmaAccumulator<E: Element> {
+    /// `self = A·B (+ self if accumulate)` for one 16-wide k step, A (64 x 16, K-major) and
+    /// B (16 x N, K-major) from shared-memory descriptors.
+    ///
+    /// # Safety
+    /// As `arch::hopper::wgmma_ss_*`: the whole warpgroup, after `wgmma_fence`, operands
+    /// unchanged and `self` untouched until `wgmma_wait`.
+    unsafe fn mma_ss(&mut self, a: u64, b: u64, accumulate: bool);
+    /// `self += A·B` for one 16-wide k step, A (64 x 16) from registers in `mma.sync`'s A layout,
+    /// B (16 x N, MN-major) from a shared-memory descriptor.
+    ///
+    /// # Safety
+    /// As [`WgmmaAccumulator::mma_ss`].
+    unsafe fn mma_rs(&mut self, a: AFrag, b: u64);
+}
+
+/// Implements [`WgmmaAccumulator`] for the accumulator of N columns with the given wrappers.
+#[cfg(feature = "hopper")]
+macro_rules! wgmma_accumulator {
+    ($elem:ty, $n:literal, $ss:ident, $rs:ident) => {
+        impl WgmmaAccumulator<$elem> for [CFrag; $n / 8] {
+            #[inline(always)]
+            unsafe fn mma_ss(&mut self, a: u64, b: u64, accumulate: bool) {
+                // SAFETY: forwarded from the caller.
+                unsafe { arch::hopper::$ss(self, a, b, accumulate) }
+            }
+            #[inline(always)]
+            unsafe fn mma_rs(&mut self, a: AFrag, b: u64) {
+                // SAFETY: forwarded from the caller.
+                unsafe { arch::hopper::$rs(self, a, b) }
+            }
+        }
+    };
+}
+#[cfg(feature = "hopper")]
+wgmma_accumulator!(F16, 64, wgmma_ss_m64n64k16_f16, wgmma_rs_m64n64k16_f16);
+#[cfg(feature = "hopper")]
+wgmma_accumulator!(F16, 128, wgmma_ss_m64n128k16_f16, wgmma_rs_m64n128k16_f16);
+#[cfg(feature = "hopper")]
+wgmma_accumulator!(Bf16, 64, wgmma_ss_m64n64k16_bf16, wgmma_rs_m64n64k16_bf16);
+#[cfg(feature = "hopper")]
+wgmma_accumulator!(Bf16, 128, wgmma_ss_m64n128k16_bf16, wgmma_rs_m64n128k16_bf16);

@@ -7,7 +7,7 @@
 
 use cust::memory::{CopyDestination, DeviceBuffer};
 use flashcore::reference::{attention_f64, attention_f64_alibi};
-use flashcore::{AttnTensor, AttnTensorMut, Dtype, Element, ForwardOptions};
+use flashcore::{AttnTensor, AttnTensorMut, Dtype, Element, ForwardOptions, KernelFamily};
 use flashcore_tests::{deviation, fill_layout, host_bhsd, layouts, normal, rng, Bar, Gpu};
 use half::{bf16, f16};
 use rand::Rng;
@@ -111,12 +111,20 @@ fn check_typed<T: Element>(problem: Problem) {
                 && k.score_mods == options.modifies_scores()
                 && !k.varlen
         });
+        let mut kernels: Vec<(String, ForwardOptions)> = tiles
+            .map(|k| (format!("q_tile_rows={}", k.tile.q_tile_rows), options.q_tile_rows(k.tile.q_tile_rows)))
+            .collect();
+        // On compute capability 9.0, the Hopper kernel too (forced: an error if it cannot run).
+        let hopper =
+            flashcore::kernels::select_hopper(T::DTYPE, head_dim, masked).is_some() && !options.modifies_scores();
+        if hopper && gpu.flash.has_hopper_kernels() {
+            kernels.push(("hopper".to_string(), options.kernel_family(KernelFamily::Wgmma)));
+        }
         let kv_layouts = layouts(kv_shape);
-        let cases = tiles.flat_map(|k| {
-            layouts(shape).into_iter().zip(kv_layouts.clone()).map(move |(l, kl)| (k.tile.q_tile_rows, l, kl.1))
+        let cases = kernels.iter().flat_map(|(kernel, options)| {
+            layouts(shape).into_iter().zip(kv_layouts.clone()).map(move |(l, kl)| (kernel, *options, l, kl.1))
         });
-        for (q_tile_rows, (name, layout), kv_layout) in cases {
-            let options = options.q_tile_rows(q_tile_rows);
+        for (kernel, options, (name, layout), kv_layout) in cases {
             let dq = DeviceBuffer::from_slice(&fill_layout(&q, shape, &layout)).unwrap();
             let dk = DeviceBuffer::from_slice(&fill_layout(&k, kv_shape, &kv_layout)).unwrap();
             let dv = DeviceBuffer::from_slice(&fill_layout(&v, kv_shape, &kv_layout)).unwrap();
@@ -172,12 +180,12 @@ fn check_typed<T: Element>(problem: Problem) {
             let same_bits = out.iter().map(|x| x.to_bits()).eq(out2.iter().map(|x| x.to_bits()))
                 && lse.iter().map(|x| x.to_bits()).eq(lse2.iter().map(|x| x.to_bits()));
             println!(
-                "  causal={causal:<5} q_tile_rows={q_tile_rows:<3} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
+                "  causal={causal:<5} {kernel:<15} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
                  padding_intact={padding_intact} rerun_identical={same_bits}",
                 dev.max_abs, dev.rel_l2, dev.non_finite
             );
             if !(dev.within(bar) && lse_ok && padding_intact && same_bits) {
-                failures.push(format!("causal={causal} q_tile_rows={q_tile_rows} layout={name}: {dev:?} lse_err={lse_err:e} padding_intact={padding_intact} identical={same_bits}"));
+                failures.push(format!("causal={causal} {kernel} layout={name}: {dev:?} lse_err={lse_err:e} padding_intact={padding_intact} identical={same_bits}"));
             }
         }
     }

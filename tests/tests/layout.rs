@@ -158,3 +158,43 @@ fn output_staging_stores_are_free_of_bank_conflicts() {
         }
     }
 }
+
+/// A model of TMA's 128-byte swizzle (CUDA's `CU_TENSOR_MAP_SWIZZLE_128B`): in each 1024-byte
+/// span, address bits 4..7 (the 16-byte chunk within a 128-byte row) are XOR-ed with bits 7..10
+/// (the row within the span), applied to the dense layout of 64-column blocks.
+fn tma_sw128(row: usize, col: usize, rows: usize) -> usize {
+    let dense = (col / 64) * rows * 128 + row * 128 + (col % 64) * 2;
+    dense ^ (((dense >> 7) & 7) << 4)
+}
+
+#[test]
+fn hopper_tiles_are_what_tma_writes() {
+    for rows in [64, 128] {
+        for head_dim in [64, 128] {
+            let mut seen = HashSet::new();
+            for row in 0..rows {
+                for col in 0..head_dim {
+                    let offset = sw128_offset(row, col, rows);
+                    assert_eq!(offset, tma_sw128(row, col, rows), "row {row} col {col} rows {rows}");
+                    assert!(seen.insert(offset), "two elements at byte {offset}");
+                    assert!(offset < rows * head_dim * 2);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn wgmma_k_steps_start_at_their_first_column() {
+    // A K-major descriptor's start address is that of row 0 of its 16 columns (row 0 is not
+    // swizzled); rows 1..8 follow at 128 bytes, 8-row groups at 1024.
+    for rows in [64, 128] {
+        for k_step in 0..8 {
+            assert_eq!(sw128_k_step_offset(k_step, rows), sw128_offset(0, 16 * k_step, rows));
+            for row in 0..rows {
+                let start = sw128_offset(row, 16 * k_step, rows) & !(CHUNK_BYTES * 8 - 1);
+                assert_eq!(start, sw128_k_step_offset(k_step, rows) - (k_step % 4) * 32 + row * 128);
+            }
+        }
+    }
+}

@@ -110,3 +110,41 @@ fn plain_kernels_take_the_small_parameter_block_and_the_others_both() {
         assert_eq!(kernel.takes_extended_params(), kernel.score_mods || kernel.varlen, "{}", kernel.name);
     }
 }
+
+#[test]
+fn hopper_ptx_targets_sm90a_with_every_entry_point() {
+    use flashcore::abi::{TensorMaps, HOPPER_MAPS_PARAM_ALIGN, TENSOR_MAP_K_OFFSET, TENSOR_MAP_V_OFFSET};
+    use flashcore::kernels::{HOPPER_KERNELS, HOPPER_PTX};
+    assert!(HOPPER_PTX.lines().any(|l| l.trim() == ".target sm_90a"), "wgmma and setmaxnreg need sm_90a");
+    assert_eq!(size_of::<TensorMaps>(), 384);
+    assert_eq!((TENSOR_MAP_K_OFFSET, TENSOR_MAP_V_OFFSET), (128, 256));
+    // f16/bf16 x masked or not x head dims 64 and 128.
+    assert_eq!(HOPPER_KERNELS.len(), 8);
+    for kernel in HOPPER_KERNELS {
+        let header = format!(".entry {}(", kernel.name);
+        let start = HOPPER_PTX.find(&header).unwrap_or_else(|| panic!("no entry point {}", kernel.name));
+        let rest = &HOPPER_PTX[start + header.len()..];
+        let body = &rest[..rest.find(".entry ").unwrap_or(rest.len())];
+        let maps = format!(".param .align {HOPPER_MAPS_PARAM_ALIGN} .b8 {}_param_1[384]", kernel.name);
+        assert!(body.contains(&maps), "{}: tensor maps not declared 64-byte aligned", kernel.name);
+        let ab = match kernel.dtype {
+            Dtype::F16 => "f16",
+            Dtype::Bf16 => "bf16",
+        };
+        for instruction in [
+            format!("wgmma.mma_async.sync.aligned.m64n128k16.f32.{ab}.{ab}"),
+            "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes".to_string(),
+            "mbarrier.try_wait.parity.shared::cta.b64".to_string(),
+            "mbarrier.arrive.expect_tx.shared::cta.b64".to_string(),
+            "setmaxnreg.inc.sync.aligned.u32".to_string(),
+            "setmaxnreg.dec.sync.aligned.u32".to_string(),
+        ] {
+            assert!(body.contains(&instruction), "{}: no {instruction}", kernel.name);
+        }
+        // The tensor maps are addressed in the parameter space, not copied.
+        let in_place =
+            body.lines().any(|l| l.contains("cvta.param.u64") && l.contains(&format!("{}_param_1;", kernel.name)));
+        assert!(in_place, "{}: tensor maps not used in place", kernel.name);
+        assert!(!body.contains("ld.local") && !body.contains("st.local"), "{}: uses local memory", kernel.name);
+    }
+}

@@ -317,3 +317,67 @@ fn errors_read_well() {
         "head_dim 48 is not supported (supported: [32, 64, 96, 128, 256])"
     );
 }
+
+mod hopper {
+    use super::*;
+    use flashcore::hopper::{plan_hopper, use_hopper};
+    use flashcore::KernelFamily;
+
+    fn hopper_plan(p: &ForwardProblem) -> Result<flashcore::hopper::HopperPlan, &'static str> {
+        plan_hopper(p, &plan(p, SMS).expect("valid"))
+    }
+
+    #[test]
+    fn plain_and_masked_head_dims_64_and_128_get_a_hopper_plan() {
+        for (d, causal, name) in
+            [(64, false, "attention_fwd_hopper_d64_f16"), (128, true, "attention_fwd_hopper_d128_f16_masked")]
+        {
+            let mut p = problem(2, 4, 1000, d);
+            p.options = ForwardOptions::new().causal(causal);
+            let h = hopper_plan(&p).expect("eligible");
+            assert_eq!(h.kernel.name, name);
+            assert_eq!(h.grid, (1000u32.div_ceil(128), 4, 2));
+            assert_eq!(h.block, 384);
+            assert_eq!(h.maps[0].dims, [d as u64, 1000, 4, 2]);
+            assert_eq!(h.maps[1].strides, [2 * d as u64, 2 * 1000 * d as u64, 2 * 4 * 1000 * d as u64]);
+            assert_eq!((h.maps[0].box_rows, h.maps[1].box_rows), (128, 128));
+        }
+    }
+
+    #[test]
+    fn what_the_hopper_kernels_leave_to_mma_sync() {
+        let p = problem(1, 2, 100, 32);
+        assert!(hopper_plan(&p).unwrap_err().contains("head dims"));
+        let mut p = problem(1, 2, 100, 64);
+        p.options = ForwardOptions::new().softcap(30.0);
+        assert!(hopper_plan(&p).unwrap_err().contains("softcap"));
+        p.options = ForwardOptions::new().q_tile_rows(64);
+        assert!(hopper_plan(&p).unwrap_err().contains("q_tile_rows"));
+        // K/V shared by every sequence (batch stride 0): valid, but not a TMA tensor.
+        let mut p = problem(2, 2, 100, 64);
+        p.k.layout = TensorLayout::new([2, 2, 100, 64], [0, 100 * 64, 64, 1]);
+        p.v = p.k;
+        assert!(plan(&p, SMS).is_ok());
+        assert!(hopper_plan(&p).unwrap_err().contains("16-byte"));
+    }
+
+    #[test]
+    fn families_choose_and_insist() {
+        let big = problem(8, 16, 2048, 64);
+        let ok = hopper_plan(&big);
+        assert!(!use_hopper(KernelFamily::MmaSync, true, &ok, SMS).unwrap());
+        assert!(use_hopper(KernelFamily::Auto, true, &ok, SMS).unwrap());
+        assert!(!use_hopper(KernelFamily::Auto, false, &ok, SMS).unwrap());
+        assert!(use_hopper(KernelFamily::Wgmma, true, &ok, SMS).unwrap());
+        let no_device = use_hopper(KernelFamily::Wgmma, false, &ok, SMS).unwrap_err();
+        assert!(matches!(no_device, Error::KernelFamilyUnavailable { .. }), "{no_device}");
+        let small = hopper_plan(&problem(1, 8, 512, 64));
+        // Auto keeps small head-dim-64 launches on mma.sync (faster to start); Wgmma insists.
+        assert!(!use_hopper(KernelFamily::Auto, true, &small, SMS).unwrap());
+        assert!(use_hopper(KernelFamily::Wgmma, true, &small, SMS).unwrap());
+        let mut p = problem(1, 2, 100, 64);
+        p.options = ForwardOptions::new().softcap(30.0);
+        let refused = use_hopper(KernelFamily::Wgmma, true, &hopper_plan(&p), SMS).unwrap_err();
+        assert!(matches!(refused, Error::KernelFamilyUnavailable { reason } if reason.contains("softcap")));
+    }
+}

@@ -46,7 +46,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
-            let kernel = workload.kernel(&flash, &options).name.to_string();
+            let kernel = workload.kernel_name(&flash, &options).to_string();
             rows.push(Row { shape, causal, kernel, micros, stream_micros });
         }
     }

@@ -24,6 +24,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         workload.launch(&flash, &stream, i, &options)?;
     }
     stream.synchronize()?;
-    println!("ran {} x4", workload.kernel(&flash, &options).name);
+    println!("ran {} x4", workload.kernel_name(&flash, &options));
     Ok(())
 }

@@ -22,7 +22,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for causal in [false, true] {
             let options = ForwardOptions::new().causal(causal);
             let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
-            let kernel = workload.kernel(&flash, &options).name.to_string();
+            let kernel = workload.kernel_name(&flash, &options).to_string();
             rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
         }
     }
