@@ -46,7 +46,7 @@ impl std::fmt::Display for Shape {
 }
 
 /// The benchmark's shapes: the test shapes plus larger ones that fill an H100/H200.
-pub const BENCH_SHAPES: [Shape; 13] = [
+pub const BENCH_SHAPES: [Shape; 14] = [
     Shape::new(1, 1, 32, 64),
     Shape::new(1, 2, 64, 64),
     Shape::new(1, 4, 128, 64),
@@ -59,6 +59,7 @@ pub const BENCH_SHAPES: [Shape; 13] = [
     Shape::new(8, 16, 2048, 64),
     Shape::new(8, 16, 2048, 128),
     Shape::new(2, 16, 8192, 128),
+    Shape::new(1, 32, 16384, 128),
     Shape::new(4, 16, 2048, 256),
 ];
 

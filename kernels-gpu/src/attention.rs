@@ -448,8 +448,20 @@ pub(crate) fn online_softmax<C: KernelTraits>(
     rows: &mut RowState<C>,
     out: &mut C::Output,
 ) {
-    let tile = C::TILE;
-    let (n_tiles, d_tiles) = (tile.kv_tile_rows / 8, tile.head_dim / 8);
+    let rescale = softmax_update::<C>(scores, scale_log2, rows);
+    rescale_output::<C>(out, &rescale);
+}
+
+/// The part of [`online_softmax`] that leaves O alone: updates the row maxima and sums, turns
+/// the scores into P, and returns the factor each row's O must be multiplied by (1 where the
+/// max did not change) and whether any row of the warp changed.
+#[inline(always)]
+pub(crate) fn softmax_update<C: KernelTraits>(
+    scores: &mut C::Scores,
+    scale_log2: f32,
+    rows: &mut RowState<C>,
+) -> Rescale<C> {
+    let n_tiles = C::TILE.kv_tile_rows / 8;
     let mut rescale = C::RowValues::splat(1.0);
     let mut changed = false;
     // Row r = 2 * m + half is row `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1.
@@ -482,13 +494,26 @@ pub(crate) fn online_softmax<C: KernelTraits>(
         }
         rows.sum[r] = rows.sum[r] * rescale[r] + tile_sum;
     }
-    // Once the row maxima settle, most tiles change none of them: skip the O rescale (a no-op
-    // then) for the whole warp.
-    if arch::vote_any(changed) {
+    Rescale { factors: rescale, changed }
+}
+
+/// How a softmax step rescales O: a factor per row the thread holds, and whether any row of the
+/// thread changed.
+pub(crate) struct Rescale<C: KernelTraits> {
+    factors: C::RowValues,
+    changed: bool,
+}
+
+/// Multiplies O by the factors of a [`softmax_update`]. Once the row maxima settle, most tiles
+/// change none of them: the multiply (a no-op then) is skipped for the whole warp.
+#[inline(always)]
+pub(crate) fn rescale_output<C: KernelTraits>(out: &mut C::Output, rescale: &Rescale<C>) {
+    let d_tiles = C::TILE.head_dim / 8;
+    if arch::vote_any(rescale.changed) {
         for i in 0..C::Output::LEN {
             let m = i / d_tiles;
             for e in 0..4 {
-                out[i][e] *= rescale[2 * m + e / 2];
+                out[i][e] *= rescale.factors[2 * m + e / 2];
             }
         }
     }

@@ -65,27 +65,53 @@ pub unsafe fn mbarrier_arrive(bar: u32) {
 /// writes (TMA copies that completed on it, and memory operations of threads before their
 /// arrival) are then visible to this thread.
 ///
+/// The retry loop is inside the asm (its labels scoped by the braces), so the compiler sees no
+/// data-dependent branch: `wgmma` in flight across a wait is not serialised.
+///
 /// # Safety
 /// `bar` is an initialised `mbarrier`.
 #[inline(always)]
+// PTX scopes a label to its enclosing `{ }` block, so inlined copies of this asm do not clash
+// (the lint guards against assemblers without such scoping).
+#[allow(named_asm_labels)]
 pub unsafe fn mbarrier_wait(bar: u32, parity: u32) {
-    loop {
-        let done: u32;
-        // SAFETY: guaranteed by the caller.
-        unsafe {
-            asm!(
-                "{{",
-                ".reg .pred %p_done;",
-                "mbarrier.try_wait.parity.shared::cta.b64 %p_done, [{b}], {p};",
-                "selp.u32 {d}, 1, 0, %p_done;",
-                "}}",
-                b = in(reg32) bar, p = in(reg32) parity, d = out(reg32) done,
-                options(nostack),
-            );
-        }
-        if done != 0 {
-            return;
-        }
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "{{",
+            ".reg .pred %p_done;",
+            "wait_again:",
+            "mbarrier.try_wait.parity.shared::cta.b64 %p_done, [{b}], {p};",
+            "@!%p_done bra wait_again;",
+            "}}",
+            b = in(reg32) bar, p = in(reg32) parity,
+            options(nostack),
+        );
+    }
+}
+
+/// Arrives on the barrier from lane 0 of the warp only (a predicated arrive: no branch), once
+/// the whole warp got here.
+///
+/// # Safety
+/// `bar` is an initialised `mbarrier` whose phase expects one arrival per calling warp; all 32
+/// lanes call it.
+#[inline(always)]
+pub unsafe fn mbarrier_arrive_warp(bar: u32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "{{",
+            ".reg .pred %p_lane0;",
+            ".reg .b32 %r_lane;",
+            "bar.warp.sync 0xffffffff;",
+            "mov.u32 %r_lane, %laneid;",
+            "setp.eq.u32 %p_lane0, %r_lane, 0;",
+            "@%p_lane0 mbarrier.arrive.shared::cta.b64 _, [{b}];",
+            "}}",
+            b = in(reg32) bar,
+            options(nostack),
+        );
     }
 }
 
