@@ -19,12 +19,15 @@ ROW = re.compile(r"\| \((\d+),(\d+),(\d+),(\d+)\) \| (true|false) \| (\S+) \| ([
 
 
 def main(sweep_log, sdpa_json, out):
-    ours = {}
+    # FlashCore per kernel family: the Hopper (wgmma) kernels and the mma.sync ones (forced
+    # rows are in parentheses).
+    ours = {"wgmma": {}, "mma.sync": {}}
     for line in open(sweep_log):
         m = ROW.match(line.strip())
         if m:
             b, h, s, d = (int(x) for x in m.group(1, 2, 3, 4))
-            ours[(d, s, m.group(5) == "true")] = float(m.group(8))
+            family = "wgmma" if "hopper" in m.group(6) else "mma.sync"
+            ours[family][(d, s, m.group(5) == "true")] = float(m.group(8))
     data = json.load(open(sdpa_json))
     sdpa = {}
     for r in data["rows"]:
@@ -32,10 +35,12 @@ def main(sweep_log, sdpa_json, out):
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
     for ax, d in zip(axes, (64, 128)):
         for causal, style in ((False, "-"), (True, "--")):
-            seqs = sorted(s for (dd, s, c) in ours if dd == d and c == causal)
+            seqs = sorted({s for fam in ours.values() for (dd, s, c) in fam if dd == d and c == causal})
             label = " causal" if causal else ""
-            ax.plot(seqs, [ours[(d, s, causal)] for s in seqs], "o" + style, color="tab:orange",
-                    label="FlashCore" + label)
+            for family, color in (("wgmma", "tab:red"), ("mma.sync", "tab:orange")):
+                if ours[family]:
+                    ys = [ours[family].get((d, s, causal), float("nan")) for s in seqs]
+                    ax.plot(seqs, ys, "o" + style, color=color, label=f"FlashCore {family}" + label)
             for backend, color in (("flash", "tab:blue"), ("cudnn", "tab:green")):
                 ys = [sdpa.get((backend, d, s, causal), float("nan")) for s in seqs]
                 ax.plot(seqs, ys, "s" + style, color=color, label=f"SDPA {backend}" + label, markersize=4)

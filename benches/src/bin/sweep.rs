@@ -1,9 +1,10 @@
 //! Sequence-length sweep for the README's plot: B·S = 16 384 tokens, 16 heads, head dims 64 and
-//! 128, S from 512 to 16 384, causal and not; prints the bench's Markdown table (graph-timed)
-//! and the `--shapes` argument for `sdpa_baseline.py` to time the same shapes.
+//! 128, S from 512 to 16 384, causal and not, each kernel family that runs on the device;
+//! prints the bench's Markdown table (graph-timed) and the `--shapes` argument for
+//! `sdpa_baseline.py` to time the same shapes.
 
 use cust::prelude::*;
-use flashcore::{FlashAttention, ForwardOptions};
+use flashcore::{FlashAttention, ForwardOptions, KernelFamily};
 use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Shape, Workload};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,10 +21,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, shape) in shapes.iter().enumerate() {
         let mut workload = Workload::new(*shape, 500 + i as u64)?;
         for causal in [false, true] {
-            let options = ForwardOptions::new().causal(causal);
-            let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
-            let kernel = workload.kernel_name(&flash, &options).to_string();
-            rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
+            // The automatic choice (the Hopper kernels on compute capability 9.0), then the
+            // mma.sync kernels forced (in parentheses), when they are not the automatic choice.
+            let auto = ForwardOptions::new().causal(causal);
+            let mma_sync = auto.kernel_family(KernelFamily::MmaSync);
+            let mma_sync_differs = workload.kernel_name(&flash, &mma_sync) != workload.kernel_name(&flash, &auto);
+            for (options, forced) in [(auto, false), (mma_sync, true)] {
+                if forced && !mma_sync_differs {
+                    continue;
+                }
+                let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
+                let name = workload.kernel_name(&flash, &options);
+                let kernel = if forced { format!("({name})") } else { name.to_string() };
+                rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
+            }
         }
     }
     print_table(&device_name(), &rows);
