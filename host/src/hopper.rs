@@ -11,7 +11,7 @@ use crate::options::KernelFamily;
 use crate::plan::{ForwardProblem, LaunchPlan, TensorArg};
 
 /// A validated Hopper launch: the kernel, its grid, block and shared memory, its parameters, and
-/// what its tensor maps describe (encoded at launch, [`encode_tensor_maps`]).
+/// what its tensor maps describe (encoded at launch).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct HopperPlan {
     /// The kernel.
