@@ -24,7 +24,9 @@ use crate::tile::{AFrag, CFrag, Element, FragArray, WgmmaAccumulator};
 
 /// A Hopper kernel configuration: the mma.sync kernels' traits (the per-warp view, for the
 /// softmax and masks) plus the warp-specialised pipeline's parameters.
-pub trait HopperTraits: KernelTraits<Scores: WgmmaAccumulator<Self::Elem>, Output: WgmmaAccumulator<Self::Elem>> {
+pub trait HopperTraits:
+    KernelTraits<Scores: WgmmaAccumulator<Self::Elem>, Output: WgmmaAccumulator<Self::Elem>>
+{
     /// Stages, tile sizes and warpgroups.
     const CONFIG: HopperConfig;
 }
@@ -218,7 +220,12 @@ unsafe fn produce<C: HopperTraits>(
         hw::mbarrier_arrive_expect_tx(smem.q_full(), config.tile_bytes(q_rows) as u32);
         for b in 0..blocks {
             let coords = [(b * HOPPER_BOX_COLS) as i32, q_start as i32, head as i32, batch as i32];
-            hw::tma_load_4d(smem.q + b as u32 * block_bytes(q_rows), maps + TENSOR_MAP_Q_OFFSET as u64, coords, smem.q_full());
+            hw::tma_load_4d(
+                smem.q + b as u32 * block_bytes(q_rows),
+                maps + TENSOR_MAP_Q_OFFSET as u64,
+                coords,
+                smem.q_full(),
+            );
         }
         for j in 0..keys.tiles as usize {
             let (stage, round) = (j % config.stages, j / config.stages);
@@ -394,7 +401,14 @@ impl Turns {
 /// # Safety
 /// As [`attention_forward`]; called by every thread of a consumer warpgroup.
 #[inline(always)]
-unsafe fn consume<C: HopperTraits>(p: &AttentionParams, smem: &SharedLayout, keys: &KeyRange, q_start: u32, head: u32, batch: u32) {
+unsafe fn consume<C: HopperTraits>(
+    p: &AttentionParams,
+    smem: &SharedLayout,
+    keys: &KeyRange,
+    q_start: u32,
+    head: u32,
+    batch: u32,
+) {
     let config = C::CONFIG;
     let thread = arch::thread_idx() as usize - 128;
     let (warpgroup, warp_in_group) = (thread / 128, (thread / 32) % 4);

@@ -16,7 +16,9 @@ use core::arch::asm;
 #[inline(always)]
 pub unsafe fn mbarrier_init(bar: u32, count: u32) {
     // SAFETY: guaranteed by the caller.
-    unsafe { asm!("mbarrier.init.shared::cta.b64 [{b}], {c};", b = in(reg32) bar, c = in(reg32) count, options(nostack)) }
+    unsafe {
+        asm!("mbarrier.init.shared::cta.b64 [{b}], {c};", b = in(reg32) bar, c = in(reg32) count, options(nostack))
+    }
 }
 
 /// Makes `mbarrier` initialisations visible to the async proxy (the TMA unit) and the cluster.
@@ -225,7 +227,7 @@ pub fn wgmma_wait<const N: u32>() {
 #[inline(always)]
 pub fn fence_operand(v: &mut f32) {
     // SAFETY: emits no instruction.
-    unsafe { asm!("/* fence_operand {v} */", v = inout(reg32) *v, options(nostack, nomem)) }
+    unsafe { asm!("/* fence_operand {v} */", v = inout(reg32) * v, options(nostack, nomem)) }
 }
 
 /// Defines `wgmma.mma_async.sync.aligned.m64n<N>k16.f32.<ab>.<ab>` with both operands in shared
