@@ -464,7 +464,7 @@ impl FlashAttention {
         let problem = &self.tuned(problem);
         let plan = plan(problem, self.multiprocessors)?;
         // The Hopper kernels have no tile heights to tune: judge them on the caller's options.
-        let hopper = plan_hopper(untuned, &plan);
+        let hopper = plan_hopper(untuned, &plan, self.multiprocessors);
         let family = untuned.options.kernel_family_value();
         let use_hopper = use_hopper(family, self.hopper.is_some(), &hopper, self.multiprocessors)?;
         self.check_device_memory(stream, problem)?;
@@ -483,7 +483,7 @@ impl FlashAttention {
     /// (validating it as the call would).
     pub fn selected_kernel_name(&self, problem: &ForwardProblem<'_>) -> Result<&'static str> {
         let plan = plan(&self.tuned(problem), self.multiprocessors)?;
-        let hopper = plan_hopper(problem, &plan);
+        let hopper = plan_hopper(problem, &plan, self.multiprocessors);
         Ok(match hopper {
             Ok(h)
                 if use_hopper(
@@ -505,9 +505,13 @@ impl FlashAttention {
             .iter()
             .position(|k| std::ptr::eq(k, plan.kernel))
             .expect("plans name kernels from HOPPER_KERNELS");
-        let mut params = plan.params;
+        let (mut params, mut batch) = (plan.params, plan.batch);
         let mut maps = encode_tensor_maps(plan)?;
-        let args = [&mut params as *mut AttentionParams as *mut c_void, maps.as_param()];
+        let args = [
+            &mut params as *mut AttentionParams as *mut c_void,
+            maps.as_param(),
+            &mut batch as *mut u32 as *mut c_void,
+        ];
         self.launch_args(stream, module.functions[index], plan.grid, plan.block, plan.smem_bytes, args)
     }
 

@@ -16,8 +16,15 @@ use crate::plan::{ForwardProblem, LaunchPlan, TensorArg};
 pub struct HopperPlan {
     /// The kernel.
     pub kernel: &'static HopperKernelInfo,
-    /// Grid: (query blocks, heads, batch).
+    /// Grid: (CTAs, 1, 1). Each CTA loops over the work tiles `c, c + CTAs, ...`: persistent
+    /// (one CTA per multiprocessor) without a mask; with a mask, whose query blocks differ in
+    /// cost, one CTA per work tile, so that the hardware's dynamic CTA scheduling balances them
+    /// (a static stride gave some CTAs only heavy blocks: +4–20% on causal shapes).
     pub grid: (u32, u32, u32),
+    /// Work tiles: query blocks x heads x batch.
+    pub tiles: usize,
+    /// Batch size (the kernel's third parameter: it derives the work tiles from it).
+    pub batch: u32,
     /// Threads per CTA.
     pub block: u32,
     /// Dynamic shared memory per CTA in bytes.
@@ -50,7 +57,11 @@ const TMA_MAX_STRIDE: u64 = 1 << 40;
 
 /// The Hopper launch for a problem that `base` (its mma.sync plan) validated, or why the Hopper
 /// kernels cannot serve it. Whether the device has them is the caller's question.
-pub fn plan_hopper(problem: &ForwardProblem<'_>, base: &LaunchPlan) -> std::result::Result<HopperPlan, &'static str> {
+pub fn plan_hopper(
+    problem: &ForwardProblem<'_>,
+    base: &LaunchPlan,
+    multiprocessors: usize,
+) -> std::result::Result<HopperPlan, &'static str> {
     let options = &problem.options;
     if problem.varlen.is_some() {
         return Err("variable-length batches run the mma.sync kernels");
@@ -89,9 +100,12 @@ pub fn plan_hopper(problem: &ForwardProblem<'_>, base: &LaunchPlan) -> std::resu
         map(&problem.k, config.kv_tile_rows)?,
         map(&problem.v, config.kv_tile_rows)?,
     ];
+    let tiles = seq_q.div_ceil(config.q_tile_rows()) * heads * batch;
     Ok(HopperPlan {
         kernel,
-        grid: (seq_q.div_ceil(config.q_tile_rows()) as u32, heads as u32, batch as u32),
+        grid: (if kernel.masked { tiles } else { tiles.min(multiprocessors.max(1)) } as u32, 1, 1),
+        tiles,
+        batch: batch as u32,
         block: config.threads() as u32,
         smem_bytes: config.smem_bytes() as u32,
         params: base.params,
@@ -116,10 +130,8 @@ pub fn use_hopper(
     match (family, device_has_hopper, hopper) {
         (KernelFamily::MmaSync, _, _) => Ok(false),
         (KernelFamily::Auto, has, Ok(plan)) => {
-            let (x, y, z) = plan.grid;
-            let ctas = x as usize * y as usize * z as usize;
             let enough = if plan.kernel.config.head_dim >= 128 { multiprocessors / 8 } else { multiprocessors };
-            Ok(has && ctas >= enough)
+            Ok(has && plan.tiles >= enough)
         }
         (KernelFamily::Auto, _, Err(_)) => Ok(false),
         (KernelFamily::Wgmma, false, _) => {

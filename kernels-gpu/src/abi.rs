@@ -539,9 +539,10 @@ impl HopperConfig {
         rows * self.head_dim * ELEMENT_BYTES
     }
 
-    /// Bytes of the `mbarrier`s: Q full, and per stage K full, V full, K empty and V empty.
+    /// Bytes of the `mbarrier`s: Q full, per stage K full, V full, K empty and V empty, and Q
+    /// empty.
     pub const fn barrier_bytes(&self) -> usize {
-        8 * (1 + 4 * self.stages)
+        8 * (2 + 4 * self.stages)
     }
 
     /// Dynamic shared memory per CTA: 1 KiB of slack to align the tiles to the 1024-byte

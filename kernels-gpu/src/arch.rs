@@ -24,6 +24,13 @@ pub fn block_idx() -> (u32, u32, u32) {
     unsafe { (nvptx::_block_idx_x() as u32, nvptx::_block_idx_y() as u32, nvptx::_block_idx_z() as u32) }
 }
 
+/// Number of CTAs in the grid's x dimension.
+#[inline(always)]
+pub fn grid_dim_x() -> u32 {
+    // SAFETY: reading a special register has no preconditions.
+    unsafe { nvptx::_grid_dim_x() as u32 }
+}
+
 /// Lane index within the warp.
 #[inline(always)]
 pub fn lane_id() -> u32 {
@@ -347,6 +354,51 @@ pub unsafe fn ld_global_v4(src: *const u8) -> [u32; 4] {
         );
     }
     [a, b, c, d]
+}
+
+/// Stores 16 bytes to global memory with one vector store if `store` holds: a predicated
+/// instruction rather than a branch, so that code around it stays free of divergent control
+/// flow (which would make `ptxas` serialise `wgmma` across it).
+///
+/// # Safety
+/// When `store` holds, `dst` must point to 16 writable, 16-byte-aligned bytes of global memory.
+#[inline(always)]
+pub unsafe fn st_global_v4_if(store: bool, dst: *mut u8, v: [u32; 4]) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "{{",
+            ".reg .pred %p_store;",
+            "setp.ne.u32 %p_store, {s}, 0;",
+            "cvta.to.global.u64 {g}, {p};",
+            "@%p_store st.global.v4.b32 [{g}], {{{0}, {1}, {2}, {3}}};",
+            "}}",
+            in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3],
+            s = in(reg32) store as u32, p = in(reg64) dst, g = out(reg64) _,
+            options(nostack),
+        );
+    }
+}
+
+/// Stores an f32 to global memory if `store` holds (predicated, as [`st_global_v4_if`]).
+///
+/// # Safety
+/// When `store` holds, `dst` must point to 4 writable, 4-byte-aligned bytes of global memory.
+#[inline(always)]
+pub unsafe fn st_global_f32_if(store: bool, dst: *mut f32, v: f32) {
+    // SAFETY: guaranteed by the caller.
+    unsafe {
+        asm!(
+            "{{",
+            ".reg .pred %p_store;",
+            "setp.ne.u32 %p_store, {s}, 0;",
+            "cvta.to.global.u64 {g}, {p};",
+            "@%p_store st.global.f32 [{g}], {v};",
+            "}}",
+            s = in(reg32) store as u32, p = in(reg64) dst, g = out(reg64) _, v = in(reg32) v,
+            options(nostack),
+        );
+    }
 }
 
 /// Stores 16 bytes to global memory with one vector store.

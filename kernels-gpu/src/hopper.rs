@@ -1,8 +1,10 @@
 //! The forward pass on Hopper (sm_90a): warp-specialised, TMA + `wgmma`.
 //!
-//! One CTA computes `64 * consumer_warpgroups` query rows of one (batch, head):
+//! A CTA works through query blocks ("work tiles") of `64 * consumer_warpgroups` rows of one
+//! (batch, head) each: `Schedule` hands CTA c the tiles c, c + grid, ... (the host launches one
+//! CTA per SM without a mask, one per tile with one). Within a CTA:
 //! - warpgroup 0 is the producer: after giving up registers (`setmaxnreg.dec`), one thread loads
-//!   Q once and streams K and V tiles with TMA into a `stages`-deep ring of shared-memory
+//!   each work tile's Q and streams K and V tiles with TMA into a `stages`-deep ring of shared-memory
 //!   buffers. Each buffer has a "full" `mbarrier` (the copy engine completes its bytes on it) and
 //!   an "empty" one (the consumers arrive when they are done reading it);
 //! - warpgroups 1.. are consumers of 64 query rows each (`setmaxnreg.inc`): per K/V tile,
@@ -91,6 +93,53 @@ impl SharedLayout {
     fn v_empty(&self, stage: usize) -> u32 {
         self.barriers + 8 * (1 + 3 * self.config.stages + stage) as u32
     }
+
+    /// Completes when every consumer warp is done with the Q tile (and the output it staged
+    /// there): the next work tile's Q may be loaded.
+    #[inline(always)]
+    fn q_empty(&self) -> u32 {
+        self.barriers + 8 * (1 + 4 * self.config.stages) as u32
+    }
+}
+
+/// One unit of work of the persistent grid: a query block of one (batch, head).
+#[derive(Clone, Copy)]
+struct WorkTile {
+    q_start: u32,
+    head: u32,
+    batch: u32,
+}
+
+/// The static schedule of the persistent grid: CTA `c` of `n` takes work tiles `c, c + n, ...`
+/// of `q_blocks · heads · batch`, numbered query block first (the CTAs running at once then
+/// mostly share heads, so their K/V stays in L2), causal query blocks heaviest first.
+#[derive(Clone, Copy)]
+struct Schedule {
+    q_blocks: u32,
+    heads: u32,
+    tiles: u32,
+    stride: u32,
+}
+
+impl Schedule {
+    #[inline(always)]
+    fn new<C: HopperTraits>(p: &AttentionParams, batch: u32) -> Self {
+        let q_blocks = p.seq_q.div_ceil(C::CONFIG.q_tile_rows() as u32);
+        Self { q_blocks, heads: p.heads, tiles: q_blocks * p.heads * batch, stride: arch::grid_dim_x() }
+    }
+
+    #[inline(always)]
+    fn tile<C: HopperTraits>(&self, index: u32) -> WorkTile {
+        let q_block_index = index % self.q_blocks;
+        let rest = index / self.q_blocks;
+        // Causal: later query blocks see more keys; run them first so the grid's tail is short.
+        let q_block = if C::MASKED { self.q_blocks - 1 - q_block_index } else { q_block_index };
+        WorkTile {
+            q_start: q_block * C::CONFIG.q_tile_rows() as u32,
+            head: rest % self.heads,
+            batch: rest / self.heads,
+        }
+    }
 }
 
 /// The K/V tiles a query block sees and its rows' key window (as in the mma.sync kernels:
@@ -142,12 +191,13 @@ fn pack_probs<C: HopperTraits>(scores: &C::Scores, probs: &mut Probs) {
 /// Computes one query block of one (batch, head).
 ///
 /// # Safety
-/// Launched with grid `(ceil(seq_q / q_tile_rows), heads, batch)`, `CONFIG.threads()` threads,
+/// Launched with a 1-D grid of at most `ceil(seq_q / q_tile_rows) · heads · batch` CTAs (each
+/// loops over its share of those work tiles), `CONFIG.threads()` threads,
 /// `CONFIG.smem_bytes()` bytes of dynamic shared memory, compiled with a cap of
 /// `HOPPER_LAUNCH_REGISTERS` registers; `maps` is the generic address of the kernel's
 /// `TensorMaps` parameter, encoded by the host for these tensors; parameters host-validated.
 #[inline(always)]
-pub unsafe fn attention_forward<C: HopperTraits>(p: &AttentionParams, maps: u64) {
+pub unsafe fn attention_forward<C: HopperTraits>(p: &AttentionParams, maps: u64, batch: u32) {
     let config = C::CONFIG;
     const {
         assert!(C::CONFIG.is_consistent());
@@ -158,22 +208,19 @@ pub unsafe fn attention_forward<C: HopperTraits>(p: &AttentionParams, maps: u64)
     }
     let smem = SharedLayout::carve(config);
     let thread = arch::thread_idx();
-    let (block_x, head, batch) = arch::block_idx();
-    let q_rows = config.q_tile_rows() as u32;
-    // Causal: later query blocks see more keys; run them first so the grid's tail is short.
-    let q_blocks = p.seq_q.div_ceil(q_rows);
-    let q_start = if C::MASKED { q_blocks - 1 - block_x } else { block_x } * q_rows;
-    let keys = KeyRange::of::<C>(p, q_start);
+    let schedule = Schedule::new::<C>(p, batch);
+    let consumer_warps = 4 * config.consumer_warpgroups as u32;
 
     if thread == 0 {
         // SAFETY: one thread initialises each barrier once, before the CTA barrier below.
         unsafe {
             hw::mbarrier_init(smem.q_full(), 1);
+            hw::mbarrier_init(smem.q_empty(), consumer_warps);
             for stage in 0..config.stages {
                 hw::mbarrier_init(smem.k_full(stage), 1);
                 hw::mbarrier_init(smem.v_full(stage), 1);
-                hw::mbarrier_init(smem.k_empty(stage), 4 * config.consumer_warpgroups as u32);
-                hw::mbarrier_init(smem.v_empty(stage), 4 * config.consumer_warpgroups as u32);
+                hw::mbarrier_init(smem.k_empty(stage), consumer_warps);
+                hw::mbarrier_init(smem.v_empty(stage), consumer_warps);
             }
         }
         hw::fence_barrier_init();
@@ -185,65 +232,69 @@ pub unsafe fn attention_forward<C: HopperTraits>(p: &AttentionParams, maps: u64)
         unsafe { hw::setmaxnreg_dec::<HOPPER_PRODUCER_REGISTERS>() };
         if thread == 0 {
             // SAFETY: forwarded launch contract.
-            unsafe { produce::<C>(&smem, maps, &keys, q_start, head, head / p.kv_group.max(1), batch) };
+            unsafe { produce::<C>(p, &smem, maps, &schedule) };
         }
     } else {
         // SAFETY: the whole warpgroup; see above.
         unsafe { hw::setmaxnreg_inc::<HOPPER_CONSUMER_REGISTERS>() };
         // SAFETY: forwarded launch contract.
-        unsafe { consume::<C>(p, &smem, &keys, q_start, head, batch) };
+        unsafe { consume::<C>(p, &smem, &schedule) };
     }
 }
 
-/// The producer thread: Q once, then K and V of each visible tile into the ring, each stage
-/// refilled once every consumer warp has released it.
+/// The producer thread: for each work tile of this CTA, Q (once the consumers are done with
+/// the previous tile's), then K and V of each visible K/V tile into the ring, each buffer
+/// refilled once every consumer warp has released it. The ring's position runs on across work
+/// tiles, so the next tile's loads overlap the consumers' last steps and output of this one.
 ///
 /// # Safety
 /// As [`attention_forward`]; called by one thread.
 #[inline(always)]
-unsafe fn produce<C: HopperTraits>(
-    smem: &SharedLayout,
-    maps: u64,
-    keys: &KeyRange,
-    q_start: u32,
-    head: u32,
-    kv_head: u32,
-    batch: u32,
-) {
+unsafe fn produce<C: HopperTraits>(p: &AttentionParams, smem: &SharedLayout, maps: u64, schedule: &Schedule) {
     let config = C::CONFIG;
     let blocks = config.head_dim / HOPPER_BOX_COLS;
     let (q_rows, kv_rows) = (config.q_tile_rows(), config.kv_tile_rows);
     let block_bytes = |rows: usize| (rows * SW128_ROW_BYTES) as u32;
-    // SAFETY: the barriers are initialised and their phases expect exactly these arrivals and
-    // bytes; each destination is a 1024-byte-aligned block of its tile.
-    unsafe {
-        hw::mbarrier_arrive_expect_tx(smem.q_full(), config.tile_bytes(q_rows) as u32);
-        for b in 0..blocks {
-            let coords = [(b * HOPPER_BOX_COLS) as i32, q_start as i32, head as i32, batch as i32];
-            hw::tma_load_4d(
-                smem.q + b as u32 * block_bytes(q_rows),
-                maps + TENSOR_MAP_Q_OFFSET as u64,
-                coords,
-                smem.q_full(),
-            );
+    // K/V tiles loaded so far, and work tiles started, by this CTA.
+    let (mut loaded, mut started) = (0usize, 0u32);
+    let mut index = arch::block_idx().0;
+    while index < schedule.tiles {
+        let WorkTile { q_start, head, batch } = schedule.tile::<C>(index);
+        let kv_head = head / p.kv_group.max(1);
+        let keys = KeyRange::of::<C>(p, q_start);
+        // SAFETY: the barriers are initialised and their phases expect exactly these arrivals
+        // and bytes; each destination is a 1024-byte-aligned block of its tile.
+        unsafe {
+            if started > 0 {
+                hw::mbarrier_wait(smem.q_empty(), (started - 1) & 1);
+            }
+            hw::mbarrier_arrive_expect_tx(smem.q_full(), config.tile_bytes(q_rows) as u32);
+            for b in 0..blocks {
+                let coords = [(b * HOPPER_BOX_COLS) as i32, q_start as i32, head as i32, batch as i32];
+                let dst = smem.q + b as u32 * block_bytes(q_rows);
+                hw::tma_load_4d(dst, maps + TENSOR_MAP_Q_OFFSET as u64, coords, smem.q_full());
+            }
+            for j in 0..keys.tiles as usize {
+                let (stage, round) = (loaded % config.stages, loaded / config.stages);
+                let row = ((keys.first_tile + j as u32) * kv_rows as u32) as i32;
+                // Refill a buffer once the consumers released its previous tile.
+                let load = |empty: u32, full: u32, tile: u32, map_offset: usize| {
+                    if round > 0 {
+                        hw::mbarrier_wait(empty, ((round - 1) & 1) as u32);
+                    }
+                    hw::mbarrier_arrive_expect_tx(full, config.tile_bytes(kv_rows) as u32);
+                    for b in 0..blocks {
+                        let coords = [(b * HOPPER_BOX_COLS) as i32, row, kv_head as i32, batch as i32];
+                        hw::tma_load_4d(tile + b as u32 * block_bytes(kv_rows), maps + map_offset as u64, coords, full);
+                    }
+                };
+                load(smem.k_empty(stage), smem.k_full(stage), smem.k(stage), TENSOR_MAP_K_OFFSET);
+                load(smem.v_empty(stage), smem.v_full(stage), smem.v(stage), TENSOR_MAP_V_OFFSET);
+                loaded += 1;
+            }
         }
-        for j in 0..keys.tiles as usize {
-            let (stage, round) = (j % config.stages, j / config.stages);
-            let row = ((keys.first_tile + j as u32) * kv_rows as u32) as i32;
-            // Refill a buffer once the consumers released its previous tile.
-            let load = |empty: u32, full: u32, tile: u32, map_offset: usize| {
-                if round > 0 {
-                    hw::mbarrier_wait(empty, ((round - 1) & 1) as u32);
-                }
-                hw::mbarrier_arrive_expect_tx(full, config.tile_bytes(kv_rows) as u32);
-                for b in 0..blocks {
-                    let coords = [(b * HOPPER_BOX_COLS) as i32, row, kv_head as i32, batch as i32];
-                    hw::tma_load_4d(tile + b as u32 * block_bytes(kv_rows), maps + map_offset as u64, coords, full);
-                }
-            };
-            load(smem.k_empty(stage), smem.k_full(stage), smem.k(stage), TENSOR_MAP_K_OFFSET);
-            load(smem.v_empty(stage), smem.v_full(stage), smem.v(stage), TENSOR_MAP_V_OFFSET);
-        }
+        started += 1;
+        index += schedule.stride;
     }
 }
 
@@ -256,10 +307,20 @@ struct Consumer<'a, C: HopperTraits> {
     warpgroup: usize,
     /// The first query row of this thread's warp, in the sequence.
     first_row: u32,
+    /// K/V tiles this CTA consumed before this work tile: where in the ring (and in which
+    /// phase of its barriers) the work tile's first K/V tile is.
+    ring: usize,
     _traits: core::marker::PhantomData<C>,
 }
 
 impl<C: HopperTraits> Consumer<'_, C> {
+    /// The ring stage of the work tile's K/V tile `j`, and the parity of its barriers' phase.
+    #[inline(always)]
+    fn slot(&self, j: usize) -> (usize, u32) {
+        let stages = C::CONFIG.stages;
+        ((self.ring + j) % stages, (((self.ring + j) / stages) & 1) as u32)
+    }
+
     /// Descriptor of k step `k_step` of this warpgroup's 64 Q rows (K-major: 8-row groups 1024
     /// bytes apart; the leading offset is unused).
     #[inline(always)]
@@ -290,13 +351,12 @@ impl<C: HopperTraits> Consumer<'_, C> {
     /// touched only after a wait that covers the group.
     #[inline(always)]
     fn issue_scores(&self, j: usize, scores: &mut C::Scores) {
-        let stages = C::CONFIG.stages;
-        let stage = j % stages;
+        let (stage, parity) = self.slot(j);
         // SAFETY: K of tile j has landed once k_full completes; the warpgroup issues the group
         // together (after a `wgmma_fence` by the caller) and leaves the operands alone until the
         // caller's wait.
         unsafe {
-            hw::mbarrier_wait(self.smem.k_full(stage), ((j / stages) & 1) as u32);
+            hw::mbarrier_wait_warp(self.smem.k_full(stage), parity);
             for k_step in 0..C::CONFIG.head_dim / 16 {
                 scores.mma_ss(self.q_desc(k_step), self.k_desc(stage, k_step), k_step > 0);
             }
@@ -304,16 +364,17 @@ impl<C: HopperTraits> Consumer<'_, C> {
         hw::wgmma_commit();
     }
 
-    /// Issues O += P·V for tile `j` as one commit group, P from registers.
+    /// Issues O += P·V for tile `j` as one commit group, P from registers; for `j == 0`,
+    /// O = P·V (whatever the registers held before: no instruction but `wgmma` writes the
+    /// accumulators, which keeps `ptxas` from serialising the `wgmma` of the persistent loop).
     #[inline(always)]
     fn issue_output(&self, j: usize, probs: &Probs, out: &mut C::Output) {
-        let stages = C::CONFIG.stages;
-        let stage = j % stages;
+        let (stage, parity) = self.slot(j);
         // SAFETY: as for the scores, for V of tile j, `out` and `probs`.
         unsafe {
-            hw::mbarrier_wait(self.smem.v_full(stage), ((j / stages) & 1) as u32);
+            hw::mbarrier_wait_warp(self.smem.v_full(stage), parity);
             for key_step in 0..C::CONFIG.kv_tile_rows / 16 {
-                out.mma_rs(probs[key_step], self.v_desc(stage, key_step));
+                out.mma_rs(probs[key_step], self.v_desc(stage, key_step), j > 0 || key_step > 0);
             }
         }
         hw::wgmma_commit();
@@ -391,71 +452,88 @@ impl Turns {
     }
 }
 
-/// A consumer warpgroup: its 64 query rows against every visible K/V tile, then the output.
+/// A consumer warpgroup: for each work tile of this CTA, its 64 query rows against every
+/// visible K/V tile, then the output.
 ///
 /// Software-pipelined as FlashAttention-3: at step j the warpgroup issues S_j = Q·K_jᵀ and
 /// O += P_{j-1}·V_{j-1} back to back, waits for S_j only, and runs the softmax of tile j while
 /// the tensor cores finish P_{j-1}·V_{j-1}; K_j is released as soon as S_j is done, V_{j-1} once
-/// its product is.
+/// its product is, Q once the output has left shared memory.
 ///
 /// # Safety
 /// As [`attention_forward`]; called by every thread of a consumer warpgroup.
 #[inline(always)]
-unsafe fn consume<C: HopperTraits>(
-    p: &AttentionParams,
-    smem: &SharedLayout,
-    keys: &KeyRange,
-    q_start: u32,
-    head: u32,
-    batch: u32,
-) {
+unsafe fn consume<C: HopperTraits>(p: &AttentionParams, smem: &SharedLayout, schedule: &Schedule) {
     let config = C::CONFIG;
     let thread = arch::thread_idx() as usize - 128;
     let (warpgroup, warp_in_group) = (thread / 128, (thread / 32) % 4);
-    let first_row = q_start + (64 * warpgroup + 16 * warp_in_group) as u32;
-    let me = Consumer::<C> { p, smem, keys, warpgroup, first_row, _traits: core::marker::PhantomData };
+    let warp_row0 = 64 * warpgroup + 16 * warp_in_group;
     let turns = Turns::new(warpgroup, config.consumer_warpgroups);
-
+    // K/V tiles consumed so far, and work tiles finished, by this CTA.
+    let (mut consumed, mut finished) = (0usize, 0u32);
+    // Accumulators and P live across work tiles: each tile's first `wgmma` overwrites them.
     let mut out = C::Output::splat([0.0; 4]);
-    let mut rows = RowState::<C> { max: C::RowValues::splat(f32::NEG_INFINITY), sum: C::RowValues::splat(0.0) };
     let mut scores = C::Scores::splat([0.0; 4]);
     let mut probs: Probs = [[0; 4]; 8];
-    // SAFETY: initialised barrier.
-    unsafe { hw::mbarrier_wait(smem.q_full(), 0) };
-    let tiles = keys.tiles as usize;
-    if tiles > 0 {
-        // Tile 0: its scores alone (O is still zero: nothing to rescale).
-        turns.take();
-        hw::wgmma_fence();
-        me.issue_scores(0, &mut scores);
-        turns.pass();
-        hw::wgmma_wait::<0>();
-        me.release(smem.k_empty(0));
-        me.softmax(0, &mut scores, &mut rows);
-        pack_probs::<C>(&scores, &mut probs);
+    let mut index = arch::block_idx().0;
+    while index < schedule.tiles {
+        let WorkTile { q_start, head, batch } = schedule.tile::<C>(index);
+        let keys = KeyRange::of::<C>(p, q_start);
+        let first_row = q_start + warp_row0 as u32;
+        let me = Consumer::<C> {
+            p,
+            smem,
+            keys: &keys,
+            warpgroup,
+            first_row,
+            ring: consumed,
+            _traits: core::marker::PhantomData,
+        };
+        let mut rows = RowState::<C> { max: C::RowValues::splat(f32::NEG_INFINITY), sum: C::RowValues::splat(0.0) };
+        // SAFETY: initialised barrier; one phase per work tile.
+        unsafe { hw::mbarrier_wait_warp(smem.q_full(), finished & 1) };
+        let tiles = keys.tiles as usize;
+        if tiles > 0 {
+            // Tile 0: its scores alone (O is still zero: nothing to rescale).
+            turns.take();
+            hw::wgmma_fence();
+            me.issue_scores(0, &mut scores);
+            turns.pass();
+            hw::wgmma_wait::<0>();
+            me.release(smem.k_empty(me.slot(0).0));
+            me.softmax(0, &mut scores, &mut rows);
+            pack_probs::<C>(&scores, &mut probs);
+        }
+        for j in 1..tiles {
+            turns.take();
+            hw::wgmma_fence();
+            me.issue_scores(j, &mut scores);
+            me.issue_output(j - 1, &probs, &mut out);
+            turns.pass();
+            hw::wgmma_wait::<1>();
+            me.release(smem.k_empty(me.slot(j).0));
+            let rescale = me.softmax(j, &mut scores, &mut rows);
+            hw::wgmma_wait::<0>();
+            me.release(smem.v_empty(me.slot(j - 1).0));
+            rescale_output::<C>(&mut out, &rescale);
+            pack_probs::<C>(&scores, &mut probs);
+        }
+        if tiles > 0 {
+            hw::wgmma_fence();
+            me.issue_output(tiles - 1, &probs, &mut out);
+            hw::wgmma_wait::<0>();
+            me.release(smem.v_empty(me.slot(tiles - 1).0));
+        }
+        // SAFETY: launch contract; every `wgmma` of this warpgroup has completed.
+        unsafe { write_output::<C>(p, smem, &rows, &out, q_start, warp_row0, head, batch) };
+        // The next Q arrives by TMA (the async proxy) where this warp just read and wrote with
+        // ordinary accesses: order those first.
+        hw::fence_proxy_async();
+        me.release(smem.q_empty());
+        consumed += tiles;
+        finished += 1;
+        index += schedule.stride;
     }
-    for j in 1..tiles {
-        turns.take();
-        hw::wgmma_fence();
-        me.issue_scores(j, &mut scores);
-        me.issue_output(j - 1, &probs, &mut out);
-        turns.pass();
-        hw::wgmma_wait::<1>();
-        me.release(smem.k_empty(j % config.stages));
-        let rescale = me.softmax(j, &mut scores, &mut rows);
-        hw::wgmma_wait::<0>();
-        me.release(smem.v_empty((j - 1) % config.stages));
-        rescale_output::<C>(&mut out, &rescale);
-        pack_probs::<C>(&scores, &mut probs);
-    }
-    if tiles > 0 {
-        hw::wgmma_fence();
-        me.issue_output(tiles - 1, &probs, &mut out);
-        hw::wgmma_wait::<0>();
-    }
-    // SAFETY: launch contract.
-    let warp_row0 = 64 * warpgroup + 16 * warp_in_group;
-    unsafe { write_output::<C>(p, smem, &rows, &out, q_start, warp_row0, head, batch) };
 }
 
 /// Finishes the row sums over the quad, normalises O and writes it (and the logsumexp if asked
@@ -492,17 +570,23 @@ unsafe fn write_output<C: HopperTraits>(
         for i in 0..C::Output::LEN {
             let frag: CFrag = out[i];
             let (_, col) = layout::mma_c_coords(lane, 2 * half);
-            let packed = C::Elem::pack(frag[2 * half] * inverse, frag[2 * half + 1] * inverse);
+            // Rows without keys: 0, whatever O's registers hold (a work tile with no K/V tile
+            // never wrote them).
+            let scaled = |x: f32| if sum > 0.0 { x * inverse } else { 0.0 };
+            let packed = C::Elem::pack(scaled(frag[2 * half]), scaled(frag[2 * half + 1]));
             let offset = layout::sw128_offset(warp_row0 + row, 8 * i + col, q_rows);
             // SAFETY: inside this warp's own rows of the Q tile.
             unsafe { arch::st_shared_u32(smem.q + offset as u32, packed) };
         }
         let q_row = first_row + row as u32;
-        if p.lse != 0 && lane % 4 == 0 && q_row < p.seq_q {
+        if p.lse != 0 {
             let index = (batch as u64 * p.heads as u64 + head as u64) * p.seq_q as u64 + q_row as u64;
             let lse = (rows.max[half] + arch::lg2(sum)) * core::f32::consts::LN_2;
-            // SAFETY: the host checked that the logsumexp buffer covers every row of every head.
-            unsafe { *(p.lse as *mut f32).add(index as usize) = lse };
+            // SAFETY: the host checked that the logsumexp buffer covers every row of every head;
+            // only rows inside the sequence are written (predicated, not branched around: the
+            // persistent loop issues `wgmma` after this).
+            let dst = (p.lse as *mut f32).wrapping_add(index as usize);
+            unsafe { arch::st_global_f32_if(lane % 4 == 0 && q_row < p.seq_q, dst, lse) };
         }
     }
     arch::sync_warp();
@@ -515,10 +599,9 @@ unsafe fn write_output<C: HopperTraits>(
         let q_row = first_row + row as u32;
         // SAFETY: this warp's rows of the Q tile, written above (before the warp barrier).
         let v = unsafe { arch::ld_shared_v4(smem.q + layout::sw128_offset(warp_row0 + row, 8 * chunk, q_rows) as u32) };
-        if q_row < p.seq_q {
-            let dst = o_head + 2 * (q_row as u64 * p.o_strides.row + 8 * chunk as u64);
-            // SAFETY: (q_row, 8 chunk..+8) is inside O and 16-byte aligned (host-validated).
-            unsafe { arch::st_global_v4(dst as *mut u8, v) };
-        }
+        let dst = o_head + 2 * (q_row as u64 * p.o_strides.row + 8 * chunk as u64);
+        // SAFETY: for rows inside the sequence, (q_row, 8 chunk..+8) is inside O and 16-byte
+        // aligned (host-validated); the others are not stored.
+        unsafe { arch::st_global_v4_if(q_row < p.seq_q, dst as *mut u8, v) };
     }
 }

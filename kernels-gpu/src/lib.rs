@@ -104,7 +104,8 @@ macro_rules! entry_point {
 for_each_kernel!(stamp_entry_points);
 
 /// Stamps out, per entry of `for_each_hopper_kernel!`, the traits and the entry point
-/// `attention_fwd_hopper_<config>_<variant>(AttentionParams, TensorMaps)`. The tensor maps are
+/// `attention_fwd_hopper_<config>_<variant>(AttentionParams, TensorMaps, batch: u32)` (a
+/// persistent grid: the work tiles come from the batch size, not the grid). The tensor maps are
 /// used in place, in the parameter space, through their address (`param_address!`).
 #[cfg(feature = "hopper")]
 macro_rules! stamp_hopper_entry_points {
@@ -131,13 +132,13 @@ macro_rules! stamp_hopper_entry_points {
             /// # Safety
             /// Launch configuration and parameters as validated and chosen by the host library.
             #[export_name = concat!("attention_fwd_hopper_", stringify!($config), "_", stringify!($variant))]
-            unsafe extern "ptx-kernel" fn entry(params: AttentionParams, _maps: TensorMaps) {
+            unsafe extern "ptx-kernel" fn entry(params: AttentionParams, _maps: TensorMaps, batch: u32) {
                 let maps = param_address!(
                     concat!("attention_fwd_hopper_", stringify!($config), "_", stringify!($variant), "_param_1"),
                     0
                 );
                 // SAFETY: forwarded from the caller.
-                unsafe { hopper::attention_forward::<Traits>(&params, maps) }
+                unsafe { hopper::attention_forward::<Traits>(&params, maps, batch) }
             }
         };
     )* };

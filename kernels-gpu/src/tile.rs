@@ -215,12 +215,12 @@ pub trait WgmmaAccumulator<E: Element> {
     /// As `arch::hopper::wgmma_ss_*`: the whole warpgroup, after `wgmma_fence`, operands
     /// unchanged and `self` untouched until `wgmma_wait`.
     unsafe fn mma_ss(&mut self, a: u64, b: u64, accumulate: bool);
-    /// `self += A·B` for one 16-wide k step, A (64 x 16) from registers in `mma.sync`'s A layout,
-    /// B (16 x N, MN-major) from a shared-memory descriptor.
+    /// `self = A·B (+ self if accumulate)` for one 16-wide k step, A (64 x 16) from registers in
+    /// `mma.sync`'s A layout, B (16 x N, MN-major) from a shared-memory descriptor.
     ///
     /// # Safety
     /// As [`WgmmaAccumulator::mma_ss`].
-    unsafe fn mma_rs(&mut self, a: AFrag, b: u64);
+    unsafe fn mma_rs(&mut self, a: AFrag, b: u64, accumulate: bool);
 }
 
 /// Implements [`WgmmaAccumulator`] for the accumulator of N columns with the given wrappers.
@@ -234,9 +234,9 @@ macro_rules! wgmma_accumulator {
                 unsafe { arch::hopper::$ss(self, a, b, accumulate) }
             }
             #[inline(always)]
-            unsafe fn mma_rs(&mut self, a: AFrag, b: u64) {
+            unsafe fn mma_rs(&mut self, a: AFrag, b: u64, accumulate: bool) {
                 // SAFETY: forwarded from the caller.
-                unsafe { arch::hopper::$rs(self, a, b) }
+                unsafe { arch::hopper::$rs(self, a, b, accumulate) }
             }
         }
     };

@@ -324,7 +324,7 @@ mod hopper {
     use flashcore::KernelFamily;
 
     fn hopper_plan(p: &ForwardProblem) -> Result<flashcore::hopper::HopperPlan, &'static str> {
-        plan_hopper(p, &plan(p, SMS).expect("valid"))
+        plan_hopper(p, &plan(p, SMS).expect("valid"), SMS)
     }
 
     #[test]
@@ -336,7 +336,9 @@ mod hopper {
             p.options = ForwardOptions::new().causal(causal);
             let h = hopper_plan(&p).expect("eligible");
             assert_eq!(h.kernel.name, name);
-            assert_eq!(h.grid, (1000u32.div_ceil(128), 4, 2));
+            // 8 query blocks x 4 heads x 2 sequences = 64 work tiles, one CTA each (fewer than
+            // the SMs, and masked kernels always get one per tile).
+            assert_eq!((h.tiles, h.grid, h.batch), (64, (64, 1, 1), 2));
             assert_eq!(h.block, 384);
             assert_eq!(h.maps[0].dims, [d as u64, 1000, 4, 2]);
             assert_eq!(h.maps[1].strides, [2 * d as u64, 2 * 1000 * d as u64, 2 * 4 * 1000 * d as u64]);
@@ -371,6 +373,11 @@ mod hopper {
         assert!(use_hopper(KernelFamily::Wgmma, true, &ok, SMS).unwrap());
         let no_device = use_hopper(KernelFamily::Wgmma, false, &ok, SMS).unwrap_err();
         assert!(matches!(no_device, Error::KernelFamilyUnavailable { .. }), "{no_device}");
+        // Large problems: one CTA per SM, looping over the work tiles; masked, one per tile.
+        assert_eq!(ok.as_ref().unwrap().grid, (SMS as u32, 1, 1));
+        let mut causal = problem(8, 16, 2048, 64);
+        causal.options = ForwardOptions::new().causal(true);
+        assert_eq!(hopper_plan(&causal).unwrap().grid, (16 * 8 * 16, 1, 1));
         let small = hopper_plan(&problem(1, 8, 512, 64));
         // Auto keeps small head-dim-64 launches on mma.sync (faster to start); Wgmma insists.
         assert!(!use_hopper(KernelFamily::Auto, true, &small, SMS).unwrap());

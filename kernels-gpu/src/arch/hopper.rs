@@ -65,10 +65,8 @@ pub unsafe fn mbarrier_arrive(bar: u32) {
 
 /// Waits until the phase of parity `parity` (0 or 1) of the barrier has completed. The phase's
 /// writes (TMA copies that completed on it, and memory operations of threads before their
-/// arrival) are then visible to this thread.
-///
-/// The retry loop is inside the asm (its labels scoped by the braces), so the compiler sees no
-/// data-dependent branch: `wgmma` in flight across a wait is not serialised.
+/// arrival) are then visible to this thread. Any single thread may call it (the producer);
+/// warps that issue `wgmma` use [`mbarrier_wait_warp`].
 ///
 /// # Safety
 /// `bar` is an initialised `mbarrier`.
@@ -85,6 +83,34 @@ pub unsafe fn mbarrier_wait(bar: u32, parity: u32) {
             "wait_again:",
             "mbarrier.try_wait.parity.shared::cta.b64 %p_done, [{b}], {p};",
             "@!%p_done bra wait_again;",
+            "}}",
+            b = in(reg32) bar, p = in(reg32) parity,
+            options(nostack),
+        );
+    }
+}
+
+/// [`mbarrier_wait`] by a whole warp, retried until every lane sees the phase complete (a vote),
+/// so the retry branch is warp-uniform (`bra.uni`). A per-lane retry loop is a divergent branch
+/// to `ptxas`, which then serialises the `wgmma` of a loop that contains it (C7519).
+///
+/// # Safety
+/// `bar` is an initialised `mbarrier`; all 32 lanes of the warp call it together.
+#[inline(always)]
+// As for `mbarrier_wait`.
+#[allow(named_asm_labels)]
+pub unsafe fn mbarrier_wait_warp(bar: u32, parity: u32) {
+    // SAFETY: guaranteed by the caller. A completed phase stays complete until the barrier's
+    // next phase completes, which needs this warp's own later arrival, so lanes that saw it
+    // early still see it when the vote succeeds.
+    unsafe {
+        asm!(
+            "{{",
+            ".reg .pred %p_done, %p_all;",
+            "wait_again:",
+            "mbarrier.try_wait.parity.shared::cta.b64 %p_done, [{b}], {p};",
+            "vote.sync.all.pred %p_all, %p_done, 0xffffffff;",
+            "@!%p_all bra.uni wait_again;",
             "}}",
             b = in(reg32) bar, p = in(reg32) parity,
             options(nostack),
@@ -264,19 +290,19 @@ macro_rules! wgmma_m64nk16 {
             }
         }
 
-        /// `D = A·B + D`, A (64x16) from registers, B (16xN, MN-major) from a shared-memory
-        /// descriptor.
+        /// `D = A·B + (scale_d ? D : 0)`, A (64x16) from registers, B (16xN, MN-major) from a
+        /// shared-memory descriptor.
         ///
         /// # Safety
         /// As the shared-memory form; `a` stays unchanged until the wait as well.
         #[inline(always)]
-        pub unsafe fn $rs(d: &mut [[f32; 4]; $n / 8], a: [u32; 4], b: u64) {
+        pub unsafe fn $rs(d: &mut [[f32; 4]; $n / 8], a: [u32; 4], b: u64, scale_d: bool) {
             // SAFETY: guaranteed by the caller.
             unsafe {
                 asm!(
                     "{{",
                     ".reg .pred %p_accumulate;",
-                    "setp.eq.u32 %p_accumulate, 0, 0;",
+                    "setp.ne.u32 %p_accumulate, {scale}, 0;",
                     concat!(
                         "wgmma.mma_async.sync.aligned.m64n", $n, "k16.f32.", $ab, ".", $ab, " {{",
                         "{", $first, "}", $( ", {", $i, "}", )*
@@ -285,7 +311,7 @@ macro_rules! wgmma_m64nk16 {
                     "}}",
                     inout(reg32) d[$first / 4][$first % 4], $( inout(reg32) d[$i / 4][$i % 4], )*
                     a0 = in(reg32) a[0], a1 = in(reg32) a[1], a2 = in(reg32) a[2], a3 = in(reg32) a[3],
-                    b = in(reg64) b,
+                    b = in(reg64) b, scale = in(reg32) scale_d as u32,
                     options(nostack),
                 );
             }
