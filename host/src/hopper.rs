@@ -100,7 +100,11 @@ pub fn plan_hopper(
         map(&problem.k, config.kv_tile_rows)?,
         map(&problem.v, config.kv_tile_rows)?,
     ];
+    // The kernel counts work tiles in u32 and a 1-D grid holds at most 2^31 - 1 CTAs.
     let tiles = seq_q.div_ceil(config.q_tile_rows()) * heads * batch;
+    if tiles > i32::MAX as usize {
+        return Err("more than 2^31 - 1 query blocks in one call");
+    }
     Ok(HopperPlan {
         kernel,
         grid: (if kernel.masked { tiles } else { tiles.min(multiprocessors.max(1)) } as u32, 1, 1),
