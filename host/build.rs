@@ -17,10 +17,14 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+// The launch contract, shared with the kernels and the library: the Hopper kernels' register cap
+// and tensor-map parameter come from here, not from copies.
+#[allow(dead_code, unused_macros)]
+#[path = "../kernels-gpu/src/abi.rs"]
+mod abi;
+
 const PTX_NAME: &str = "flashcore_kernels.ptx";
 const SM90A_PTX_NAME: &str = "flashcore_kernels_sm90a.ptx";
-/// The JIT's register cap for the Hopper kernels (`abi::HOPPER_LAUNCH_REGISTERS`).
-const HOPPER_LAUNCH_REGISTERS: &str = "168";
 
 /// One PTX build: which environment variable overrides it, the nested build's flags, where the
 /// host embeds it, and which architectures `ptxas` reports it for (with extra flags).
@@ -31,7 +35,8 @@ struct PtxBuild {
     features: &'static [&'static str],
     name: &'static str,
     report: &'static [&'static str],
-    ptxas_flags: &'static [&'static str],
+    /// Extra `ptxas` flags: the Hopper kernels' register cap (as the JIT gets it).
+    register_cap: Option<usize>,
 }
 
 const BUILDS: [PtxBuild; 2] = [
@@ -42,7 +47,7 @@ const BUILDS: [PtxBuild; 2] = [
         features: &[],
         name: PTX_NAME,
         report: &["sm_80", "sm_89", "sm_90"],
-        ptxas_flags: &[],
+        register_cap: None,
     },
     PtxBuild {
         override_var: "FLASHCORE_KERNELS_SM90A_PTX",
@@ -51,7 +56,7 @@ const BUILDS: [PtxBuild; 2] = [
         features: &["hopper"],
         name: SM90A_PTX_NAME,
         report: &["sm_90a"],
-        ptxas_flags: &["-maxrregcount", HOPPER_LAUNCH_REGISTERS],
+        register_cap: Some(abi::HOPPER_LAUNCH_REGISTERS),
     },
 ];
 
@@ -77,15 +82,18 @@ fn main() {
 }
 
 /// Raises the declared alignment of every `attention_fwd_hopper_*` kernel's second parameter
-/// (its `TensorMaps`, 3 x 128 bytes) from rustc's 16 to the 64 that TMA requires of a tensor map.
+/// (its `abi::TensorMaps`) from rustc's 16 to the `abi::HOPPER_MAPS_PARAM_ALIGN` (64) that TMA
+/// requires of a tensor map.
 fn align_tensor_map_params(ptx: &str) -> String {
+    let maps_param = format!("_param_1[{}]", std::mem::size_of::<abi::TensorMaps>());
+    let aligned = format!(".align {}", abi::HOPPER_MAPS_PARAM_ALIGN);
     ptx.lines()
         .map(|line| {
             let trimmed = line.trim_start();
             let is_maps =
-                trimmed.starts_with(".param .align 16 .b8 attention_fwd_hopper_") && trimmed.contains("_param_1[384]");
+                trimmed.starts_with(".param .align 16 .b8 attention_fwd_hopper_") && trimmed.contains(&maps_param);
             if is_maps {
-                line.replacen(".align 16", ".align 64", 1)
+                line.replacen(".align 16", &aligned, 1)
             } else {
                 line.to_string()
             }
@@ -108,7 +116,10 @@ fn report_resources(ptx: &Path, build: &PtxBuild) {
     let ptxas = env::var_os("FLASHCORE_PTXAS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("ptxas"));
     for &arch in build.report {
         let mut command = Command::new(&ptxas);
-        command.args(["-v", "-arch", arch, "-o", "/dev/null"]).args(build.ptxas_flags).arg(ptx);
+        command.args(["-v", "-arch", arch, "-o", "/dev/null"]).arg(ptx);
+        if let Some(cap) = build.register_cap {
+            command.arg("-maxrregcount").arg(cap.to_string());
+        }
         let Ok(output) = command.output() else {
             return;
         };

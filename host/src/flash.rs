@@ -106,6 +106,14 @@ struct HopperModule {
     functions: Vec<KernelFunction>,
 }
 
+/// What a forward call launches.
+enum Launch {
+    /// An mma.sync kernel (every GPU).
+    MmaSync(LaunchPlan),
+    /// A Hopper kernel (compute capability 9.0).
+    Hopper(HopperPlan),
+}
+
 /// A kernel handle of the loaded module.
 #[derive(Clone, Copy, Debug)]
 struct KernelFunction(cu::CUfunction);
@@ -460,18 +468,25 @@ impl FlashAttention {
     /// Validates `problem` (pure checks, then the context and every buffer against the driver)
     /// and launches it.
     fn run(&self, stream: &Stream, problem: &ForwardProblem<'_>) -> Result<()> {
-        let untuned = problem;
-        let problem = &self.tuned(problem);
-        let plan = plan(problem, self.multiprocessors)?;
-        // The Hopper kernels have no tile heights to tune: judge them on the caller's options.
-        let hopper = plan_hopper(untuned, &plan, self.multiprocessors);
-        let family = untuned.options.kernel_family_value();
-        let use_hopper = use_hopper(family, self.hopper.is_some(), &hopper, self.multiprocessors)?;
+        let launch = self.choose(problem)?;
         self.check_device_memory(stream, problem)?;
-        match hopper {
-            Ok(hopper) if use_hopper => self.launch_hopper(stream, &hopper),
-            _ => self.launch(stream, &plan),
+        match launch {
+            Launch::Hopper(plan) => self.launch_hopper(stream, &plan),
+            Launch::MmaSync(plan) => self.launch(stream, &plan),
         }
+    }
+
+    /// The launch a call of `problem` maps to (validated, tuning applied): a Hopper kernel where
+    /// the kernel family and the device allow one, else an mma.sync kernel.
+    fn choose(&self, problem: &ForwardProblem<'_>) -> Result<Launch> {
+        let plan = plan(&self.tuned(problem), self.multiprocessors)?;
+        // The Hopper kernels have no tile heights to tune: judge them on the caller's options.
+        let hopper = plan_hopper(problem, &plan, self.multiprocessors);
+        let family = problem.options.kernel_family_value();
+        Ok(match hopper {
+            Ok(h) if use_hopper(family, self.hopper.is_some(), &hopper, self.multiprocessors)? => Launch::Hopper(h),
+            _ => Launch::MmaSync(plan),
+        })
     }
 
     /// Whether the Hopper (wgmma + TMA) kernels are loaded: compute capability 9.0.
@@ -482,20 +497,9 @@ impl FlashAttention {
     /// The name of the kernel a call of `problem` would launch, Hopper kernels included
     /// (validating it as the call would).
     pub fn selected_kernel_name(&self, problem: &ForwardProblem<'_>) -> Result<&'static str> {
-        let plan = plan(&self.tuned(problem), self.multiprocessors)?;
-        let hopper = plan_hopper(problem, &plan, self.multiprocessors);
-        Ok(match hopper {
-            Ok(h)
-                if use_hopper(
-                    problem.options.kernel_family_value(),
-                    self.hopper.is_some(),
-                    &hopper,
-                    self.multiprocessors,
-                )? =>
-            {
-                h.kernel.name
-            }
-            _ => plan.kernel.name,
+        Ok(match self.choose(problem)? {
+            Launch::Hopper(plan) => plan.kernel.name,
+            Launch::MmaSync(plan) => plan.kernel.name,
         })
     }
 

@@ -488,11 +488,11 @@ pub const HOPPER_MAPS_PARAM_ALIGN: usize = 64;
 
 /// Byte offsets of the tensor maps inside [`TensorMaps`] (the kernels address them in their
 /// parameter space).
-pub const TENSOR_MAP_Q_OFFSET: usize = 0;
+pub const TENSOR_MAP_Q_OFFSET: usize = core::mem::offset_of!(TensorMaps, q);
 /// See [`TENSOR_MAP_Q_OFFSET`].
-pub const TENSOR_MAP_K_OFFSET: usize = 128;
+pub const TENSOR_MAP_K_OFFSET: usize = core::mem::offset_of!(TensorMaps, k);
 /// See [`TENSOR_MAP_Q_OFFSET`].
-pub const TENSOR_MAP_V_OFFSET: usize = 256;
+pub const TENSOR_MAP_V_OFFSET: usize = core::mem::offset_of!(TensorMaps, v);
 
 /// Columns of one TMA box: 64 16-bit elements, one 128-byte swizzle row. Wider head dims are
 /// loaded as several column blocks.

@@ -4,11 +4,17 @@
 use flashcore::kernels::{combine_kernel, APPEND_KERNEL, KERNELS, PTX};
 use flashcore::{Dtype, PAGE_ROWS_MULTIPLE, SUPPORTED_HEAD_DIMS};
 
-/// The body of entry point `name` (from its `.entry` line to the next entry or the end).
+/// The body of entry point `name` in the sm_80 PTX (from its `.entry` line to the next entry or
+/// the end).
 fn entry_body(name: &str) -> &'static str {
+    entry_body_in(PTX, name)
+}
+
+/// The body of entry point `name` in `ptx`.
+fn entry_body_in(ptx: &'static str, name: &str) -> &'static str {
     let header = format!(".entry {name}(");
-    let start = PTX.find(&header).unwrap_or_else(|| panic!("no entry point {name} in the PTX"));
-    let rest = &PTX[start + header.len()..];
+    let start = ptx.find(&header).unwrap_or_else(|| panic!("no entry point {name} in the PTX"));
+    let rest = &ptx[start + header.len()..];
     let end = rest.find(".entry ").unwrap_or(rest.len());
     &rest[..end]
 }
@@ -121,10 +127,7 @@ fn hopper_ptx_targets_sm90a_with_every_entry_point() {
     // f16/bf16 x masked or not x head dims 64 and 128.
     assert_eq!(HOPPER_KERNELS.len(), 8);
     for kernel in HOPPER_KERNELS {
-        let header = format!(".entry {}(", kernel.name);
-        let start = HOPPER_PTX.find(&header).unwrap_or_else(|| panic!("no entry point {}", kernel.name));
-        let rest = &HOPPER_PTX[start + header.len()..];
-        let body = &rest[..rest.find(".entry ").unwrap_or(rest.len())];
+        let body = entry_body_in(HOPPER_PTX, kernel.name);
         let maps = format!(".param .align {HOPPER_MAPS_PARAM_ALIGN} .b8 {}_param_1[384]", kernel.name);
         assert!(body.contains(&maps), "{}: tensor maps not declared 64-byte aligned", kernel.name);
         let ab = match kernel.dtype {
