@@ -160,9 +160,11 @@ pub struct TileConfig {
     /// 16-row mma tiles per warp. With 2, every K/V fragment read from shared memory feeds two
     /// mma instead of one.
     pub m_tiles: usize,
-    /// Keep this warp's Q fragments in registers for the whole kernel (else re-read them from
-    /// shared memory for each K tile, which frees registers for large head dims).
-    pub q_in_registers: bool,
+    /// How many of the `head_dim / 16` k steps of this warp's Q fragments stay in registers for
+    /// the whole kernel; the others are re-read from shared memory for each K tile. All of them
+    /// where registers allow: every re-read is shared-memory traffic, which bounds these kernels
+    /// on Hopper (see docs/perf-notes.md).
+    pub q_register_k_steps: usize,
     /// Key/value rows loaded per main-loop step.
     pub kv_tile_rows: usize,
     /// Warps per CTA.
@@ -178,6 +180,11 @@ impl TileConfig {
     /// Threads per CTA.
     pub const fn threads(&self) -> usize {
         self.warps * 32
+    }
+
+    /// Q fragments (A operands of 16 rows x 16 columns) a warp keeps in registers.
+    pub const fn q_register_frags(&self) -> usize {
+        self.m_tiles * self.q_register_k_steps
     }
 
     /// Elements per shared-memory row: the head dimension rounded up to a multiple of 64, so
@@ -205,6 +212,9 @@ impl TileConfig {
         self.q_tile_rows == 16 * self.m_tiles * self.warps
             && self.m_tiles >= 1
             && self.m_tiles <= 4
+            && self.q_register_k_steps <= self.head_dim / 16
+            // Q's k steps come in pairs in S = Q·Kᵀ.
+            && self.q_register_k_steps % 2 == 0
             && self.kv_tile_rows % 16 == 0
             // Pairs of 16-wide k steps in S = Q·Kᵀ.
             && self.head_dim % 32 == 0
@@ -222,7 +232,7 @@ pub const HEAD_DIM_32_Q64: TileConfig = TileConfig {
     head_dim: 32,
     q_tile_rows: 64,
     m_tiles: 1,
-    q_in_registers: true,
+    q_register_k_steps: 2,
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
@@ -234,7 +244,7 @@ pub const HEAD_DIM_32_Q128: TileConfig = TileConfig {
     head_dim: 32,
     q_tile_rows: 128,
     m_tiles: 2,
-    q_in_registers: true,
+    q_register_k_steps: 2,
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
@@ -246,19 +256,20 @@ pub const HEAD_DIM_64_Q64: TileConfig = TileConfig {
     head_dim: 64,
     q_tile_rows: 64,
     m_tiles: 1,
-    q_in_registers: true,
+    q_register_k_steps: 4,
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
 };
 
-/// Head dimension 64, large problems: 4 warps x 32 query rows, 64 keys per step, 2 stages
+/// Head dimension 64, large problems: 4 warps x 32 query rows, Q fragments in registers (a
+/// fifth less shared-memory traffic per mma than re-reading them), 64 keys per step, 2 stages
 /// (48 KiB of shared memory).
 pub const HEAD_DIM_64_Q128: TileConfig = TileConfig {
     head_dim: 64,
     q_tile_rows: 128,
     m_tiles: 2,
-    q_in_registers: false,
+    q_register_k_steps: 4,
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
@@ -270,7 +281,7 @@ pub const HEAD_DIM_96_Q64: TileConfig = TileConfig {
     head_dim: 96,
     q_tile_rows: 64,
     m_tiles: 1,
-    q_in_registers: true,
+    q_register_k_steps: 6,
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
@@ -282,7 +293,7 @@ pub const HEAD_DIM_96_Q128: TileConfig = TileConfig {
     head_dim: 96,
     q_tile_rows: 128,
     m_tiles: 2,
-    q_in_registers: false,
+    q_register_k_steps: 0,
     kv_tile_rows: 32,
     warps: 4,
     stages: 2,
@@ -294,7 +305,7 @@ pub const HEAD_DIM_128_Q64: TileConfig = TileConfig {
     head_dim: 128,
     q_tile_rows: 64,
     m_tiles: 1,
-    q_in_registers: false,
+    q_register_k_steps: 0,
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
@@ -306,7 +317,7 @@ pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     head_dim: 128,
     q_tile_rows: 128,
     m_tiles: 2,
-    q_in_registers: false,
+    q_register_k_steps: 0,
     kv_tile_rows: 32,
     warps: 4,
     stages: 2,
@@ -318,7 +329,7 @@ pub const HEAD_DIM_256_Q64: TileConfig = TileConfig {
     head_dim: 256,
     q_tile_rows: 64,
     m_tiles: 1,
-    q_in_registers: false,
+    q_register_k_steps: 0,
     kv_tile_rows: 32,
     warps: 4,
     stages: 2,
@@ -560,7 +571,7 @@ impl HopperConfig {
             head_dim: self.head_dim,
             q_tile_rows: self.q_tile_rows(),
             m_tiles: 1,
-            q_in_registers: false,
+            q_register_k_steps: 0,
             kv_tile_rows: self.kv_tile_rows,
             warps: 4 * self.consumer_warpgroups,
             stages: self.stages,

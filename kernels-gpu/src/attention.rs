@@ -38,8 +38,8 @@ pub trait KernelTraits {
     /// Whether the entry point takes [`ExtendedParams`] (else the body sees
     /// [`ExtendedParams::NONE`]): `SCORE_MODS || VARLEN`.
     const EXTENDED: bool = crate::abi::takes_extended_params(Self::SCORE_MODS, Self::VARLEN);
-    /// A fragments of one warp's Q rows: `m_tiles * head_dim / 16` when kept in registers,
-    /// else empty.
+    /// A fragments of one warp's Q rows kept in registers: `m_tiles * q_register_k_steps`,
+    /// fragment `(m, k_step)` at `m * q_register_k_steps + k_step`.
     type QFrags: FragArray<AFrag>;
     /// Score accumulators of one warp's rows x `kv_tile_rows` keys: `m_tiles * kv_tile_rows / 8`.
     type Scores: FragArray<CFrag>;
@@ -198,7 +198,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     const {
         let t = C::TILE;
         assert!(t.is_consistent());
-        assert!(C::QFrags::LEN == if t.q_in_registers { t.m_tiles * t.head_dim / 16 } else { 0 });
+        assert!(C::QFrags::LEN == t.q_register_frags());
         assert!(C::Scores::LEN == t.m_tiles * t.kv_tile_rows / 8);
         assert!(C::Output::LEN == t.m_tiles * t.head_dim / 8);
         assert!(C::RowValues::LEN == 2 * t.m_tiles);
@@ -297,8 +297,10 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     arch::sync_threads();
 
     let mut q_frags = C::QFrags::splat([0; 4]);
+    // (`max`: without Q fragments in registers the loop is empty, and no division by 0 exists.)
+    let q_register_k_steps = tile.q_register_k_steps.max(1);
     for i in 0..C::QFrags::LEN {
-        let (m, k_step) = (i / (tile.head_dim / 16), i % (tile.head_dim / 16));
+        let (m, k_step) = (i / q_register_k_steps, i % q_register_k_steps);
         // SAFETY: converged warp; the warp's rows are inside the Q tile.
         q_frags[i] = unsafe { tiles.q.load_a(warp_row0 + 16 * m, k_step) };
     }
@@ -367,8 +369,8 @@ fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &Shar
         for m in 0..tile.m_tiles {
             for half in 0..2 {
                 let k_step = 2 * k_pair + half;
-                a[m][half] = if tile.q_in_registers {
-                    q_frags[m * k_steps + k_step]
+                a[m][half] = if k_step < tile.q_register_k_steps {
+                    q_frags[m * tile.q_register_k_steps + k_step]
                 } else {
                     // SAFETY: converged warp; the warp's rows are inside the Q tile.
                     unsafe { q.load_a(warp_row0 + 16 * m, k_step) }

@@ -60,7 +60,7 @@ macro_rules! stamp_entry_points {
                 const MASKED: bool = $masked;
                 const SCORE_MODS: bool = $score_mods;
                 const VARLEN: bool = $varlen;
-                type QFrags = [AFrag; if $tile.q_in_registers { $tile.m_tiles * $tile.head_dim / 16 } else { 0 }];
+                type QFrags = [AFrag; $tile.q_register_frags()];
                 type Scores = [CFrag; $tile.m_tiles * $tile.kv_tile_rows / 8];
                 type Output = [CFrag; $tile.m_tiles * $tile.head_dim / 8];
                 type RowValues = [f32; 2 * $tile.m_tiles];

@@ -1,0 +1,50 @@
+//! The kernel author's timing loop: every mma.sync tile height of each shape, causal and not,
+//! graph-timed (the bench's table, for a few shapes in seconds instead of the whole bench).
+//!
+//!     tiles B,H,S,D [B,H,S,D ...]      e.g.  tiles 8,16,2048,64 8,16,2048,128
+
+use cust::prelude::*;
+use flashcore::{kernels, Dtype, FlashAttention, ForwardOptions, KernelFamily};
+use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Shape, Workload};
+
+fn parse(arg: &str) -> Option<Shape> {
+    let dims: Vec<usize> = arg.split(',').map(|d| d.trim().parse().ok()).collect::<Option<_>>()?;
+    let [batch, heads, seq, head_dim] = dims[..] else { return None };
+    Some(Shape::new(batch, heads, seq, head_dim))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let shapes: Vec<Shape> = std::env::args()
+        .skip(1)
+        .map(|a| parse(&a).ok_or_else(|| format!("expected B,H,S,D, got {a:?}")))
+        .collect::<Result<_, _>>()?;
+    if shapes.is_empty() {
+        return Err("usage: tiles B,H,S,D [B,H,S,D ...]".into());
+    }
+    let _context = gpu_context_or_exit("tiles");
+    let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
+    let flash = FlashAttention::new()?;
+    let mut rows = Vec::new();
+    for (i, shape) in shapes.iter().enumerate() {
+        let mut workload = Workload::new(*shape, 900 + i as u64)?;
+        for causal in [false, true] {
+            let heights = kernels::KERNELS.iter().filter(|k| {
+                k.tile.head_dim == shape.head_dim
+                    && k.masked == causal
+                    && k.dtype == Dtype::F16
+                    && !k.score_mods
+                    && !k.varlen
+            });
+            for kernel in heights {
+                let options = ForwardOptions::new()
+                    .causal(causal)
+                    .kernel_family(KernelFamily::MmaSync)
+                    .q_tile_rows(kernel.tile.q_tile_rows);
+                let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
+                rows.push(Row { shape: *shape, causal, kernel: kernel.name.to_string(), micros, stream_micros });
+            }
+        }
+    }
+    print_table(&device_name(), &rows);
+    Ok(())
+}
