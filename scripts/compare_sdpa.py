@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Merge FlashCore's bench table with sdpa_baseline.py's JSON from the same GPU run.
 
-    python3 scripts/compare_sdpa.py BENCH_LOG SDPA_JSON
+    python3 scripts/compare_sdpa.py BENCH_LOG SDPA_JSON [--mma-sync]
 
 BENCH_LOG holds the Markdown table the bench prints (only the automatically chosen kernel's row
-of each case is used); SDPA_JSON is sdpa_baseline.json. Prints a
+of each case is used; with --mma-sync, the fastest mma.sync kernel of each case instead, chosen
+or forced: the tile height `FlashAttention::autotune` would pick); SDPA_JSON is
+sdpa_baseline.json. Prints a
 Markdown table: our µs and TFLOP/s beside SDPA flash and cudnn timed in a CUDA graph, and the
 speed ratios (SDPA time / our time; above 1 means FlashCore is faster).
 """
@@ -15,14 +17,21 @@ import sys
 ROW = re.compile(r"\| \((\d+),(\d+),(\d+),(\d+)\) \| (true|false) \| (\S+) \| ([\d.]+) \| ([\d.]+) \|")
 
 
-def main(bench_log, sdpa_json):
+def main(bench_log, sdpa_json, mma_sync=False):
     ours = {}
     for line in open(bench_log):
         m = ROW.match(line.strip())
+        if not m:
+            continue
+        kernel = m.group(6)
+        key = (tuple(int(x) for x in m.group(1, 2, 3, 4)), m.group(5) == "true")
+        row = (float(m.group(7)), float(m.group(8)))
+        if mma_sync:
+            if "hopper" not in kernel and (key not in ours or row[0] < ours[key][0]):
+                ours[key] = row
         # Rows whose kernel is in parentheses were forced for comparison, not chosen: skip them.
-        if m and not m.group(6).startswith("("):
-            shape = tuple(int(x) for x in m.group(1, 2, 3, 4))
-            ours[(shape, m.group(5) == "true")] = (float(m.group(7)), float(m.group(8)))
+        elif not kernel.startswith("("):
+            ours[key] = row
     data = json.load(open(sdpa_json))
     sdpa = {}
     for r in data["rows"]:
@@ -44,4 +53,4 @@ def main(bench_log, sdpa_json):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(sys.argv[1], sys.argv[2], "--mma-sync" in sys.argv[3:])
