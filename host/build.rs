@@ -20,8 +20,23 @@ use std::process::{Command, Stdio};
 // The launch contract, shared with the kernels and the library: the Hopper kernels' register cap
 // and tensor-map parameter come from here, not from copies.
 #[allow(dead_code, unused_macros)]
+#[macro_use]
 #[path = "../kernels-gpu/src/abi.rs"]
 mod abi;
+
+// The per-architecture register caps, applied to the PTX as the host applies them at load.
+#[path = "src/register_caps.rs"]
+mod register_caps;
+
+/// The configuration of every mma.sync entry point, by name (`abi::for_each_kernel!`).
+macro_rules! entry_tiles {
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:expr, $score_mods:expr, $varlen:expr) ),* $(,)?) => {
+        const ENTRY_TILES: &[(&str, abi::TileConfig)] = &[ $(
+            (concat!("attention_fwd_", stringify!($config), "_", stringify!($variant)), abi::$tile)
+        ),* ];
+    };
+}
+for_each_kernel!(entry_tiles);
 
 const PTX_NAME: &str = "flashcore_kernels.ptx";
 const SM90A_PTX_NAME: &str = "flashcore_kernels_sm90a.ptx";
@@ -37,6 +52,8 @@ struct PtxBuild {
     report: &'static [&'static str],
     /// Extra `ptxas` flags: the Hopper kernels' register cap (as the JIT gets it).
     register_cap: Option<usize>,
+    /// Whether the mma.sync kernels' per-architecture caps (`abi::register_cap`) apply.
+    per_arch_caps: bool,
 }
 
 const BUILDS: [PtxBuild; 2] = [
@@ -48,6 +65,7 @@ const BUILDS: [PtxBuild; 2] = [
         name: PTX_NAME,
         report: &["sm_80", "sm_89", "sm_90"],
         register_cap: None,
+        per_arch_caps: true,
     },
     PtxBuild {
         override_var: "FLASHCORE_KERNELS_SM90A_PTX",
@@ -57,6 +75,7 @@ const BUILDS: [PtxBuild; 2] = [
         name: SM90A_PTX_NAME,
         report: &["sm_90a"],
         register_cap: Some(abi::HOPPER_LAUNCH_REGISTERS),
+        per_arch_caps: false,
     },
 ];
 
@@ -115,8 +134,24 @@ fn report_resources(ptx: &Path, build: &PtxBuild) {
     let all = env::var_os("FLASHCORE_PTXAS_ALL").is_some();
     let ptxas = env::var_os("FLASHCORE_PTXAS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("ptxas"));
     for &arch in build.report {
+        // The PTX as a GPU of this architecture gets it: with its register caps.
+        let capped = ptx.with_extension(format!("{arch}.ptx"));
+        let ptx_for_arch = match (build.per_arch_caps, arch_version(arch)) {
+            (true, Some((major, minor))) => {
+                let Ok(text) = std::fs::read_to_string(ptx) else { return };
+                let cap_of = |name: &str| {
+                    let (_, tile) = ENTRY_TILES.iter().find(|(entry, _)| *entry == name)?;
+                    abi::register_cap(tile, major, minor)
+                };
+                if std::fs::write(&capped, register_caps::with_register_caps(&text, cap_of)).is_err() {
+                    return;
+                }
+                capped.as_path()
+            }
+            _ => ptx,
+        };
         let mut command = Command::new(&ptxas);
-        command.args(["-v", "-arch", arch, "-o", "/dev/null"]).arg(ptx);
+        command.args(["-v", "-arch", arch, "-o", "/dev/null"]).arg(ptx_for_arch);
         if let Some(cap) = build.register_cap {
             command.arg("-maxrregcount").arg(cap.to_string());
         }
@@ -144,6 +179,14 @@ fn report_resources(ptx: &Path, build: &PtxBuild) {
         }
         println!("cargo:warning={arch}: {kernels} kernels, at most {max_registers} registers, {spilling} with local memory (stack or spills)");
     }
+}
+
+/// (major, minor) of an `sm_XY` architecture name.
+fn arch_version(arch: &str) -> Option<(i32, i32)> {
+    let digits = arch.strip_prefix("sm_")?;
+    let major = digits.get(..1)?.parse().ok()?;
+    let minor = digits.get(1..2)?.parse().ok()?;
+    Some((major, minor))
 }
 
 fn build_kernels(out_dir: &Path, build: &PtxBuild) -> PathBuf {

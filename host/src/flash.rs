@@ -20,14 +20,14 @@ use crate::element::Element;
 use crate::error::{driver, Error, Operand, Result};
 use crate::hopper::{encode_tensor_maps, plan_hopper, use_hopper, HopperPlan};
 use crate::kernels::{
-    check_device, combine_kernel, KernelInfo, APPEND_KERNEL, HOPPER_KERNELS, HOPPER_PTX, KERNELS, PTX,
+    check_device, combine_kernel, ptx_for_device, KernelInfo, APPEND_KERNEL, HOPPER_KERNELS, HOPPER_PTX, KERNELS,
 };
 use crate::kv_cache::KvCache;
 use crate::options::ForwardOptions;
 use crate::plan::{plan, plan_kv_cache, ForwardProblem, KvCacheProblem, LaunchPlan, LseArg, TensorArg};
 use crate::tensor::{AttnTensor, AttnTensorMut};
 use crate::timing;
-use crate::tuning::{cache_path, TuningKey, TuningResult, TuningTable};
+use crate::tuning::{builtin_default, cache_path, TuningKey, TuningResult, TuningTable};
 use crate::varlen::VarlenBatch;
 use crate::TensorLayout;
 
@@ -154,7 +154,7 @@ impl FlashAttention {
         check_device(major, minor, smem_optin as usize)?;
         let multiprocessors = device.get_attribute(DeviceAttribute::MultiprocessorCount)? as usize;
         let context = current_context()?;
-        let module = Module::from_ptx(PTX, &[])?;
+        let module = Module::from_ptx(ptx_for_device(major, minor), &[])?;
         let mut functions = Vec::with_capacity(KERNELS.len());
         for kernel in KERNELS {
             functions.push(load_function(&module, kernel.name, kernel.tile.smem_bytes())?);
@@ -284,14 +284,17 @@ impl FlashAttention {
         Ok(plan(&self.tuned(problem), self.multiprocessors)?.kernel)
     }
 
-    /// `problem` with its tile height taken from the tuning table, unless forced or unknown.
+    /// `problem` with its tile height taken from the tuning table or the architecture's built-in
+    /// default, unless forced or unknown.
     fn tuned<'a>(&self, problem: &ForwardProblem<'a>) -> ForwardProblem<'a> {
         let mut problem = *problem;
         let options = problem.options;
         let [batch, heads, seq_q, head_dim] = problem.q.layout.shape;
         if options.forced_q_tile_rows().is_none() {
             let key = TuningKey::new(head_dim, options.is_masked(), batch.saturating_mul(heads), seq_q);
-            if let Some(rows) = read(&self.tuning).get(&key) {
+            let (major, minor) = self.compute_capability;
+            let measured = read(&self.tuning).get(&key);
+            if let Some(rows) = measured.or_else(|| builtin_default(major, minor, &key)) {
                 let exists = KERNELS.iter().any(|k| k.tile.head_dim == head_dim && k.tile.q_tile_rows == rows);
                 if exists {
                     problem.options = options.q_tile_rows(rows);

@@ -32,6 +32,7 @@ mod kv_cache;
 mod options;
 pub mod plan;
 pub mod reference;
+mod register_caps;
 mod tensor;
 pub mod timing;
 pub mod tuning;

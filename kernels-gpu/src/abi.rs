@@ -335,6 +335,26 @@ pub const HEAD_DIM_256_Q64: TileConfig = TileConfig {
     stages: 2,
 };
 
+/// Registers per thread that a configuration's kernels are capped at on a GPU of compute
+/// capability `major.minor`, where the cap fits one more CTA per SM without spilling (the host
+/// adds `.maxnreg` to their PTX before the driver compiles it); `None`: the compiler's choice,
+/// up to 255.
+///
+/// d64_q64 kernels take 170–205 registers uncapped, so two 128-thread CTAs per SM; at 168 they
+/// do not spill (ptxas, every variant), and three CTAs fit where shared memory holds three of
+/// their 40 KiB (sm_80: 164 KiB per SM, sm_90: 228 KiB; not sm_86/sm_89 with 100 KiB). Measured
+/// on an H200: causal (16,16,512,64) 56.4 → 49.6 µs, the small launches unchanged
+/// (docs/perf-notes.md).
+pub const fn register_cap(tile: &TileConfig, major: i32, minor: i32) -> Option<usize> {
+    let three_ctas_fit = matches!((major, minor), (8, 0) | (9, 0));
+    let d64_q64 = tile.head_dim == HEAD_DIM_64_Q64.head_dim && tile.q_tile_rows == HEAD_DIM_64_Q64.q_tile_rows;
+    if d64_q64 && three_ctas_fit {
+        Some(168)
+    } else {
+        None
+    }
+}
+
 /// Calls `$callback! { (config, TILE_CONFIG, variant, dtype, masked, score_mods, varlen), ... }`
 /// with every attention entry point: each tile configuration x {f16, bf16} x masked x score
 /// modifiers, and for one configuration per head dimension the same again with varlen. The entry

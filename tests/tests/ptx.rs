@@ -151,3 +151,39 @@ fn hopper_ptx_targets_sm90a_with_every_entry_point() {
         assert!(!body.contains("ld.local") && !body.contains("st.local"), "{}: uses local memory", kernel.name);
     }
 }
+
+/// The `.maxnreg` of entry point `name` in `ptx` (the directive between its parameter list and
+/// its body), if any.
+fn maxnreg(ptx: &str, name: &str) -> Option<usize> {
+    let header = format!(".visible .entry {name}(");
+    let start = ptx.find(&header).unwrap_or_else(|| panic!("no entry point {name} in the PTX"));
+    let head = &ptx[start..];
+    let head = &head[..head.find("\n{\n").expect("a body")];
+    head.lines().find_map(|l| l.strip_prefix(".maxnreg ")).map(|n| n.trim().parse().expect("a count"))
+}
+
+#[test]
+fn per_architecture_register_caps_reach_exactly_the_capped_entry_points() {
+    use flashcore::abi::register_cap;
+    use flashcore::kernels::ptx_for_device;
+    for (major, minor) in [(8, 0), (8, 6), (8, 9), (9, 0)] {
+        let ptx = ptx_for_device(major, minor);
+        let mut capped = 0;
+        for kernel in KERNELS {
+            let expected = register_cap(&kernel.tile, major, minor);
+            assert_eq!(maxnreg(&ptx, kernel.name), expected, "{} on sm_{major}{minor}", kernel.name);
+            capped += expected.is_some() as usize;
+        }
+        // Only the directives were added: the same entry points, the same instructions.
+        let added = ptx.lines().filter(|l| l.starts_with(".maxnreg ")).count();
+        assert_eq!(added, capped, "sm_{major}{minor}");
+        let without: String = ptx.lines().filter(|l| !l.starts_with(".maxnreg ")).map(|l| format!("{l}\n")).collect();
+        assert_eq!(without.trim_end(), PTX.trim_end(), "sm_{major}{minor}");
+    }
+    // The d64_q64 kernels get 168 registers where three of their CTAs fit in shared memory
+    // (sm_80, sm_90), nothing elsewhere (sm_86, sm_89: 100 KiB per SM).
+    assert_eq!(maxnreg(&ptx_for_device(9, 0), "attention_fwd_d64_q64_f16_masked"), Some(168));
+    assert_eq!(maxnreg(&ptx_for_device(8, 0), "attention_fwd_d64_q64_bf16"), Some(168));
+    assert_eq!(maxnreg(&ptx_for_device(8, 9), "attention_fwd_d64_q64_f16"), None);
+    assert_eq!(maxnreg(&ptx_for_device(9, 0), "attention_fwd_d64_q128_f16"), None);
+}

@@ -1,0 +1,24 @@
+//! Per-architecture register caps in PTX text: a `.maxnreg` directive before the body of each
+//! entry point that has a cap on the target GPU (see [`crate::abi::register_cap`]). The host
+//! applies it before the driver's JIT compiles the PTX; `build.rs` includes this file too, so
+//! that its `ptxas` report shows the kernels as each GPU gets them.
+
+/// `ptx` with `.maxnreg <cap>` added to every entry point for which `cap_of(name)` gives a cap.
+pub fn with_register_caps(ptx: &str, cap_of: impl Fn(&str) -> Option<usize>) -> String {
+    let mut out = String::with_capacity(ptx.len() + 4096);
+    let mut pending = None;
+    for line in ptx.lines() {
+        if let Some(rest) = line.strip_prefix(".visible .entry ") {
+            pending = cap_of(rest.split('(').next().unwrap_or_default());
+        } else if line == "{" {
+            // The first `{` after an entry's parameter list opens its body (PTX performance
+            // directives go between the two); later ones are inline-asm scopes.
+            if let Some(cap) = pending.take() {
+                out.push_str(&format!(".maxnreg {cap}\n"));
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
