@@ -124,7 +124,11 @@ pub fn plan_hopper(
 /// producer warpgroup, barrier set-up) starts slower than an mma.sync CTA of 64 rows, which wins
 /// small launches (H200: 2.6 vs 3.8 µs at (1,1,32,64); 8.4 vs 8.9 µs at (1,8,512,64)) while the
 /// Hopper kernel wins as soon as head dim 128 has a few CTAs ((1,8,512,128): 11.4 vs 12.9 µs,
-/// 32 CTAs) or head dim 64 fills the SMs ((16,16,512,64): 66.8 vs 70.0 µs).
+/// 32 CTAs) or head dim 64 fills the SMs ((16,16,512,64): 66.8 vs 70.0 µs). Masked head-dim-64
+/// problems of up to 512 query rows stay on mma.sync, whose 64-row tiles run three CTAs per SM
+/// on this GPU ([`register_cap`](crate::abi::register_cap)): H200, causal, (16,16,512,64) 49.5
+/// vs 52.3 µs, (64,16,256,64) 60.0 vs 77.7; from 1024 rows the Hopper kernel wins
+/// ((8,16,1024,64) 74.3 vs 84.7).
 pub fn use_hopper(
     family: KernelFamily,
     device_has_hopper: bool,
@@ -134,8 +138,10 @@ pub fn use_hopper(
     match (family, device_has_hopper, hopper) {
         (KernelFamily::MmaSync, _, _) => Ok(false),
         (KernelFamily::Auto, has, Ok(plan)) => {
-            let enough = if plan.kernel.config.head_dim >= 128 { multiprocessors / 8 } else { multiprocessors };
-            Ok(has && plan.tiles >= enough)
+            let head_dim_64 = plan.kernel.config.head_dim < 128;
+            let enough = if head_dim_64 { multiprocessors } else { multiprocessors / 8 };
+            let short_masked = head_dim_64 && plan.kernel.masked && plan.params.seq_q <= 512;
+            Ok(has && plan.tiles >= enough && !short_masked)
         }
         (KernelFamily::Auto, _, Err(_)) => Ok(false),
         (KernelFamily::Wgmma, false, _) => {

@@ -382,6 +382,16 @@ mod hopper {
         // Auto keeps small head-dim-64 launches on mma.sync (faster to start); Wgmma insists.
         assert!(!use_hopper(KernelFamily::Auto, true, &small, SMS).unwrap());
         assert!(use_hopper(KernelFamily::Wgmma, true, &small, SMS).unwrap());
+        // Masked head dim 64: up to 512 query rows on mma.sync (three capped 64-row CTAs per SM
+        // beat it), from 1024 on the Hopper kernel; unmasked ones of the same size on Hopper.
+        for (seq, batch, hopper) in [(256, 64, false), (512, 16, false), (1024, 8, true)] {
+            let mut p = problem(batch, 16, seq, 64);
+            p.options = ForwardOptions::new().causal(true);
+            assert_eq!(use_hopper(KernelFamily::Auto, true, &hopper_plan(&p), SMS).unwrap(), hopper, "causal S={seq}");
+            assert!(use_hopper(KernelFamily::Wgmma, true, &hopper_plan(&p), SMS).unwrap());
+            let plain = problem(batch, 16, seq, 64);
+            assert!(use_hopper(KernelFamily::Auto, true, &hopper_plan(&plain), SMS).unwrap(), "S={seq}");
+        }
         let mut p = problem(1, 2, 100, 64);
         p.options = ForwardOptions::new().softcap(30.0);
         let refused = use_hopper(KernelFamily::Wgmma, true, &hopper_plan(&p), SMS).unwrap_err();

@@ -1,5 +1,7 @@
 //! The kernel author's timing loop: every mma.sync tile height of each shape, causal and not,
-//! graph-timed (the bench's table, for a few shapes in seconds instead of the whole bench).
+//! then the kernel the library picks by itself when that is another one (a Hopper kernel on
+//! compute capability 9.0), graph-timed (the bench's table, for a few shapes in seconds instead
+//! of the whole bench).
 //!
 //!     tiles B,H,S,D [B,H,S,D ...]      e.g.  tiles 8,16,2048,64 8,16,2048,128
 
@@ -35,13 +37,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     && !k.score_mods
                     && !k.varlen
             });
-            for kernel in heights {
-                let options = ForwardOptions::new()
+            let forced = heights.map(|kernel| {
+                ForwardOptions::new()
                     .causal(causal)
                     .kernel_family(KernelFamily::MmaSync)
-                    .q_tile_rows(kernel.tile.q_tile_rows);
+                    .q_tile_rows(kernel.tile.q_tile_rows)
+            });
+            let auto = ForwardOptions::new().causal(causal);
+            let auto_is_mma_sync = workload.kernel(&flash, &auto).name == workload.kernel_name(&flash, &auto);
+            for options in forced.chain((!auto_is_mma_sync).then_some(auto)) {
                 let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
-                rows.push(Row { shape: *shape, causal, kernel: kernel.name.to_string(), micros, stream_micros });
+                let kernel = workload.kernel_name(&flash, &options).to_string();
+                rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
             }
         }
     }
