@@ -133,6 +133,9 @@ fn report_resources(ptx: &Path, build: &PtxBuild) {
     println!("cargo:rerun-if-env-changed=FLASHCORE_PTXAS_ALL");
     let all = env::var_os("FLASHCORE_PTXAS_ALL").is_some();
     let ptxas = env::var_os("FLASHCORE_PTXAS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("ptxas"));
+    if Command::new(&ptxas).arg("--version").output().is_err() {
+        return;
+    }
     for &arch in build.report {
         // The PTX as a GPU of this architecture gets it: with its register caps.
         let capped = ptx.with_extension(format!("{arch}.ptx"));
