@@ -136,21 +136,19 @@ fn report_resources(ptx: &Path, build: &PtxBuild) {
     if Command::new(&ptxas).arg("--version").output().is_err() {
         return;
     }
+    // Read once; each architecture's caps are applied to it below.
+    let text = if build.per_arch_caps { std::fs::read_to_string(ptx).ok() } else { None };
     for &arch in build.report {
         // The PTX as a GPU of this architecture gets it: with its register caps.
         let capped = ptx.with_extension(format!("{arch}.ptx"));
-        let ptx_for_arch = match (build.per_arch_caps, arch_version(arch)) {
-            (true, Some((major, minor))) => {
-                let Ok(text) = std::fs::read_to_string(ptx) else { return };
-                let cap_of = |name: &str| {
-                    let (_, tile) = ENTRY_TILES.iter().find(|(entry, _)| *entry == name)?;
-                    abi::register_cap(tile, major, minor)
-                };
-                if std::fs::write(&capped, register_caps::with_register_caps(&text, cap_of)).is_err() {
-                    return;
-                }
-                capped.as_path()
+        let capped_text = match (&text, arch_version(arch)) {
+            (Some(text), Some((major, minor))) => {
+                register_caps::capped_ptx(text, ENTRY_TILES.iter().copied(), major, minor)
             }
+            _ => None,
+        };
+        let ptx_for_arch = match capped_text {
+            Some(text) if std::fs::write(&capped, &text).is_ok() => capped.as_path(),
             _ => ptx,
         };
         let mut command = Command::new(&ptxas);

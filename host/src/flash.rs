@@ -355,7 +355,7 @@ impl FlashAttention {
         lse: &mut DeviceSlice<f32>,
         options: &ForwardOptions<'_>,
     ) -> Result<()> {
-        let lse = Some(LseArg { address: lse.as_raw_ptr(), len: lse.len() });
+        let lse = Some(lse_arg(lse));
         let problem =
             ForwardProblem { lse, ..ForwardProblem::new(T::DTYPE, arg(q), arg(k), arg(v), arg_mut(o), *options) };
         self.run(stream, &problem)
@@ -378,7 +378,7 @@ impl FlashAttention {
         batch: &VarlenBatch,
         options: &ForwardOptions<'_>,
     ) -> Result<()> {
-        let lse = lse.map(|lse| LseArg { address: lse.as_raw_ptr(), len: lse.len() });
+        let lse = lse.map(|lse| lse_arg(lse));
         let problem = ForwardProblem {
             lse,
             varlen: Some(batch.arg()),
@@ -729,6 +729,10 @@ fn arg_mut<T: Element>(t: &AttnTensorMut<'_, T>) -> TensorArg {
 
 fn tensor_arg<T: Element>(data: &DeviceSlice<T>, layout: TensorLayout) -> TensorArg {
     TensorArg { address: data.as_raw_ptr(), len: data.len(), layout }
+}
+
+fn lse_arg(lse: &DeviceSlice<f32>) -> LseArg {
+    LseArg { address: lse.as_raw_ptr(), len: lse.len() }
 }
 
 /// Bytes a validated tensor reaches (its extent is known not to overflow).

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 use crate::abi::*;
 use crate::error::{Error, Result};
-use crate::register_caps::with_register_caps;
+use crate::register_caps::capped_ptx;
 
 /// The PTX of all kernels, built from `kernels-gpu` by `build.rs` (target `sm_80`, so it runs on
 /// sm_80, sm_86, sm_89 and sm_90 through the driver's JIT).
@@ -13,14 +13,10 @@ pub static PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/flashcore_kernels
 /// The PTX the driver compiles on a GPU of compute capability `major.minor`: [`PTX`] with the
 /// per-architecture register caps of [`register_cap`] (unchanged where none applies).
 pub fn ptx_for_device(major: i32, minor: i32) -> Cow<'static, str> {
-    if KERNELS.iter().all(|k| register_cap(&k.tile, major, minor).is_none()) {
-        return Cow::Borrowed(PTX);
+    match capped_ptx(PTX, KERNELS.iter().map(|k| (k.name, k.tile)), major, minor) {
+        Some(capped) => Cow::Owned(capped),
+        None => Cow::Borrowed(PTX),
     }
-    let cap_of = |name: &str| {
-        let kernel = KERNELS.iter().find(|k| k.name == name)?;
-        register_cap(&kernel.tile, major, minor)
-    };
-    Cow::Owned(with_register_caps(PTX, cap_of))
 }
 
 /// The PTX of the Hopper kernels (target `sm_90a`: `wgmma`, TMA, `setmaxnreg`), loaded on

@@ -3,8 +3,27 @@
 //! applies it before the driver's JIT compiles the PTX; `build.rs` includes this file too, so
 //! that its `ptxas` report shows the kernels as each GPU gets them.
 
+use crate::abi::{register_cap, TileConfig};
+
+/// `ptx` as a GPU of compute capability `major.minor` gets it: `.maxnreg` added to each of
+/// `entries` (entry-point name, configuration) that has a register cap there; `None` when none
+/// has (the PTX is used unchanged).
+pub fn capped_ptx<'a>(
+    ptx: &str,
+    entries: impl IntoIterator<Item = (&'a str, TileConfig)>,
+    major: i32,
+    minor: i32,
+) -> Option<String> {
+    let caps: Vec<(&str, usize)> =
+        entries.into_iter().filter_map(|(name, tile)| Some((name, register_cap(&tile, major, minor)?))).collect();
+    if caps.is_empty() {
+        return None;
+    }
+    Some(with_register_caps(ptx, |name| caps.iter().find(|(entry, _)| *entry == name).map(|&(_, cap)| cap)))
+}
+
 /// `ptx` with `.maxnreg <cap>` added to every entry point for which `cap_of(name)` gives a cap.
-pub fn with_register_caps(ptx: &str, cap_of: impl Fn(&str) -> Option<usize>) -> String {
+fn with_register_caps(ptx: &str, cap_of: impl Fn(&str) -> Option<usize>) -> String {
     let mut out = String::with_capacity(ptx.len() + 4096);
     let mut pending = None;
     for line in ptx.lines() {

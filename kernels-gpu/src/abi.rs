@@ -299,8 +299,8 @@ pub const HEAD_DIM_96_Q128: TileConfig = TileConfig {
     stages: 2,
 };
 
-/// Head dimension 128, small problems: 4 warps x 16 query rows, 64 keys per step, 2 stages
-/// (80 KiB of shared memory).
+/// Head dimension 128, small problems: 4 warps x 16 query rows, Q re-read from shared memory,
+/// 64 keys per step, 2 stages (80 KiB of shared memory).
 pub const HEAD_DIM_128_Q64: TileConfig = TileConfig {
     head_dim: 128,
     q_tile_rows: 64,
@@ -312,7 +312,7 @@ pub const HEAD_DIM_128_Q64: TileConfig = TileConfig {
 };
 
 /// Head dimension 128, large problems: 4 warps x 32 query rows, Q re-read from shared memory,
-/// 64 keys per step, 2 stages (96 KiB of shared memory, inside sm_89's 99 KiB per block).
+/// 32 keys per step (64-key tiles spill 72–292 B), 2 stages (64 KiB of shared memory).
 pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     head_dim: 128,
     q_tile_rows: 128,
