@@ -185,46 +185,51 @@ pub fn dynamic_smem_base() -> u32 {
     r
 }
 
-/// Loads four 8x8 b16 matrices from shared memory; lane `l` gives the address of row `l % 8` of
-/// matrix `l / 8`. Register `m` holds this lane's part of matrix `m` (see `layout::ldmatrix_dest`).
-///
-/// # Safety
-/// All 32 lanes must call it together with 16-byte-aligned addresses inside shared memory.
-#[inline(always)]
-pub unsafe fn ldmatrix_x4(addr: u32) -> [u32; 4] {
-    let r: [u32; 4];
-    // SAFETY: the caller guarantees converged lanes and valid shared addresses.
-    unsafe {
-        let (a, b, c, d);
-        asm!(
-            "ldmatrix.sync.aligned.m8n8.x4.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
-            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr,
-            options(nostack, readonly),
-        );
-        r = [a, b, c, d];
-    }
-    r
+/// Defines an `ldmatrix.x4` wrapper that takes each lane's address as `base + (lane_offset ^ xor)`
+/// and forms it inside the asm: LLVM sees no address arithmetic to hoist out of the main loop, so
+/// it does not keep one address register per (tile, k step) alive across it (D = 128 and 256
+/// kept 15–30 and spilled); `layout::swizzle_split` says why the XOR form is exact.
+macro_rules! ldmatrix_x4 {
+    ($(#[$doc:meta])* $name:ident, $ptx:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// All 32 lanes must call it together with 16-byte-aligned addresses inside shared
+        /// memory.
+        #[inline(always)]
+        pub unsafe fn $name(base: u32, lane_offset: u32, xor: u32) -> [u32; 4] {
+            let (a, b, c, d);
+            // SAFETY: the caller guarantees converged lanes and valid shared addresses.
+            unsafe {
+                asm!(
+                    "{{",
+                    ".reg .b32 addr;",
+                    "xor.b32 addr, {lane}, {xor};",
+                    "add.u32 addr, addr, {base};",
+                    concat!($ptx, " {{{0}, {1}, {2}, {3}}}, [addr];"),
+                    "}}",
+                    out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d,
+                    base = in(reg32) base, lane = in(reg32) lane_offset, xor = in(reg32) xor,
+                    options(nostack, readonly),
+                );
+            }
+            [a, b, c, d]
+        }
+    };
 }
 
-/// As [`ldmatrix_x4`], with each 8x8 matrix transposed on the way (`.trans`).
-///
-/// # Safety
-/// As for [`ldmatrix_x4`].
-#[inline(always)]
-pub unsafe fn ldmatrix_x4_trans(addr: u32) -> [u32; 4] {
-    let r: [u32; 4];
-    // SAFETY: the caller guarantees converged lanes and valid shared addresses.
-    unsafe {
-        let (a, b, c, d);
-        asm!(
-            "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {{{0}, {1}, {2}, {3}}}, [{4}];",
-            out(reg32) a, out(reg32) b, out(reg32) c, out(reg32) d, in(reg32) addr,
-            options(nostack, readonly),
-        );
-        r = [a, b, c, d];
-    }
-    r
-}
+ldmatrix_x4!(
+    /// Loads four 8x8 b16 matrices from shared memory; lane `l` gives the address
+    /// (`base + (lane_offset ^ xor)`) of row `l % 8` of matrix `l / 8`. Register `m` holds this
+    /// lane's part of matrix `m` (see `layout::ldmatrix_dest`).
+    ldmatrix_x4,
+    "ldmatrix.sync.aligned.m8n8.x4.shared.b16"
+);
+ldmatrix_x4!(
+    /// As [`ldmatrix_x4`], with each 8x8 matrix transposed on the way (`.trans`).
+    ldmatrix_x4_trans,
+    "ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16"
+);
 
 /// One `mma.sync.aligned.m16n8k16.row.col.f32.<ab>.<ab>.f32`: A is 16x16 (4 registers), B is
 /// 16x8 (2 registers) of the element type `ab`, C and D are 16x8 f32 (layouts in `layout`).

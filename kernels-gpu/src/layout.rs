@@ -31,6 +31,68 @@ pub const fn swizzled_offset(row: usize, chunk: usize, chunks_per_row: usize) ->
     (row * chunks_per_row + swizzled_chunk(row, chunk)) * CHUNK_BYTES
 }
 
+/// Splits the byte offset of (`row0 + row`, `chunk0 + chunk`) in a swizzled tile into a part
+/// common to the lanes of an `ldmatrix` and an XOR on each lane's own offset: it is
+/// `common + (swizzled_offset(row, chunk, chunks_per_row) ^ xor)` for `(common, xor)` returned
+/// here, when `row0 % 8 == 0` (the lane's `row % 8` is the whole swizzle) and the lane's `chunk`
+/// shares no bit with `chunk0 % 8` and stays in its 8-chunk group (`chunk0 % 8 + chunk < 8`).
+///
+/// Why: a lane then keeps one offset register per access pattern, not one address per
+/// (row0, chunk0) it reads (FlashAttention-2 / CUTLASS precompute swizzled pointers the same way).
+#[inline(always)]
+pub const fn swizzle_split(row0: usize, chunk0: usize, chunks_per_row: usize) -> (usize, usize) {
+    ((row0 * chunks_per_row + chunk0 / 8 * 8) * CHUNK_BYTES, (chunk0 % 8) * CHUNK_BYTES)
+}
+
+/// (row, logical chunk) that thread `thread` of `threads` copies in pass `pass` of a cooperative
+/// tile copy (`cp.async`) of rows of `data_chunks` chunks; pass `i` covers chunks
+/// `i * threads..(i + 1) * threads` of the tile in some order.
+///
+/// Consecutive threads copy consecutive chunks of one row (coalesced reads; no bank conflicts
+/// after the swizzle). Where [`copy_passes_keep_swizzle`] holds, every pass moves all threads by
+/// the same whole 8-row and 8-chunk blocks: row-major order does that when a pass spans a
+/// multiple of 8 rows; wider rows (D = 256 with 128 threads) go in slices of `threads / 8`
+/// chunks of 8 rows each.
+#[inline(always)]
+pub const fn copy_chunk(thread: usize, pass: usize, threads: usize, data_chunks: usize) -> (usize, usize) {
+    if copy_in_slices(threads, data_chunks) {
+        let slice = threads / 8;
+        let slices = data_chunks / slice;
+        (thread / slice + 8 * (pass / slices), thread % slice + slice * (pass % slices))
+    } else {
+        let idx = thread + pass * threads;
+        (idx / data_chunks, idx % data_chunks)
+    }
+}
+
+/// Whether `n` is a multiple of `m` (`m > 0`). (`usize::is_multiple_of` is const only from Rust
+/// 1.87; the crates support 1.85.)
+const fn divides(m: usize, n: usize) -> bool {
+    n / m * m == n
+}
+
+/// Whether a pass of row-major order (`threads` consecutive chunks) spans a whole number of
+/// 8-row swizzle blocks.
+const fn pass_spans_8_row_blocks(threads: usize, data_chunks: usize) -> bool {
+    divides(data_chunks, threads) && divides(8, threads / data_chunks)
+}
+
+/// Whether [`copy_chunk`] copies rows in slices: row-major passes would not span whole 8-row
+/// blocks, and slices of `threads / 8` chunks are whole 8-chunk swizzle groups.
+const fn copy_in_slices(threads: usize, data_chunks: usize) -> bool {
+    !pass_spans_8_row_blocks(threads, data_chunks) && divides(64, threads) && divides(threads / 8, data_chunks)
+}
+
+/// Whether each pass of [`copy_chunk`] moves every thread by the same whole number of 8-row
+/// blocks and 8-chunk groups. Then a thread's destination keeps its swizzle XOR in every pass,
+/// and its shared address in pass `p` is its address in pass 0 plus the constant
+/// `swizzled_offset` of that move: one register instead of one per pass kept through the main
+/// loop (which D = 256 spilled).
+#[inline(always)]
+pub const fn copy_passes_keep_swizzle(threads: usize, data_chunks: usize) -> bool {
+    copy_in_slices(threads, data_chunks) || pass_spans_8_row_blocks(threads, data_chunks)
+}
+
 /// (row, column) of accumulator element `i` (0..4) held by `lane` in an m16n8 f32 C/D fragment.
 #[inline(always)]
 pub const fn mma_c_coords(lane: usize, i: usize) -> (usize, usize) {

@@ -105,10 +105,18 @@ impl SharedTile {
     #[inline(always)]
     pub unsafe fn load_async(&self, src: *const u16, row_stride: u32, valid_rows: u32, thread: usize, threads: usize) {
         let chunks = self.rows * self.data_chunks;
-        for i in 0..chunks / threads {
-            let idx = thread + i * threads;
-            let row = idx / self.data_chunks;
-            let chunk = idx % self.data_chunks;
+        let keep_swizzle = layout::copy_passes_keep_swizzle(threads, self.data_chunks);
+        let (first_row, first_chunk) = layout::copy_chunk(thread, 0, threads, self.data_chunks);
+        let first_addr = self.chunk_addr(first_row, first_chunk);
+        for pass in 0..chunks / threads {
+            let (row, chunk) = layout::copy_chunk(thread, pass, threads, self.data_chunks);
+            let dst = if keep_swizzle {
+                // The same move for every thread (thread 0's), in whole swizzle blocks: a constant.
+                let (rows_moved, chunks_moved) = layout::copy_chunk(0, pass, threads, self.data_chunks);
+                first_addr + layout::swizzled_offset(rows_moved, chunks_moved, self.chunks_per_row) as u32
+            } else {
+                self.chunk_addr(row, chunk)
+            };
             let in_bounds = (row as u32) < valid_rows;
             // Out-of-bounds rows read nothing; point them at row 0 so the address stays valid.
             let src_row = if in_bounds { row as u32 } else { 0 };
@@ -116,12 +124,28 @@ impl SharedTile {
             // SAFETY: the destination is inside this tile; the source row is valid (caller).
             unsafe {
                 arch::cp_async_16(
-                    self.chunk_addr(row, chunk),
+                    dst,
                     src.add(offset as usize) as *const u8,
                     if in_bounds { CHUNK_BYTES as u32 } else { 0 },
                 )
             };
         }
+    }
+
+    /// The operands of an `ldmatrix` of the block at (`row0`, `chunk0`) whose lanes address
+    /// (row, chunk) `lane_pattern(lane)` of it: `(base, lane_offset, xor)`, the address being
+    /// `base + (lane_offset ^ xor)` (`layout::swizzle_split`; `row0` a multiple of 8).
+    #[inline(always)]
+    fn ldmatrix_operands(
+        &self,
+        row0: usize,
+        chunk0: usize,
+        lane_pattern: fn(usize) -> (usize, usize),
+    ) -> (u32, u32, u32) {
+        let (row, chunk) = lane_pattern(arch::lane_id() as usize);
+        let (common, xor) = layout::swizzle_split(row0, chunk0, self.chunks_per_row);
+        let lane_offset = layout::swizzled_offset(row, chunk, self.chunks_per_row);
+        (self.base + common as u32, lane_offset as u32, xor as u32)
     }
 
     /// The A fragment of rows `row0..row0 + 16`, columns `16 * k_step..16 * k_step + 16`.
@@ -130,9 +154,9 @@ impl SharedTile {
     /// All lanes of the warp call it together; the rows lie inside the tile.
     #[inline(always)]
     pub unsafe fn load_a(&self, row0: usize, k_step: usize) -> AFrag {
-        let (row, chunk) = layout::ldmatrix_x4_rows16_lane(arch::lane_id() as usize);
+        let (base, lane_offset, xor) = self.ldmatrix_operands(row0, 2 * k_step, layout::ldmatrix_x4_rows16_lane);
         // SAFETY: converged warp, address inside the tile (caller).
-        unsafe { arch::ldmatrix_x4(self.chunk_addr(row0 + row, 2 * k_step + chunk)) }
+        unsafe { arch::ldmatrix_x4(base, lane_offset, xor) }
     }
 
     /// B fragments of `B = tileᵀ` for the 8 rows `row0..row0 + 8` (the n dimension) and the two
@@ -142,9 +166,9 @@ impl SharedTile {
     /// All lanes of the warp call it together; the rows lie inside the tile.
     #[inline(always)]
     pub unsafe fn load_b_transposed_pair(&self, row0: usize, k_pair: usize) -> [BFrag; 2] {
-        let (row, chunk) = layout::ldmatrix_x4_rows8_lane(arch::lane_id() as usize);
+        let (base, lane_offset, xor) = self.ldmatrix_operands(row0, 4 * k_pair, layout::ldmatrix_x4_rows8_lane);
         // SAFETY: converged warp, address inside the tile (caller).
-        let r = unsafe { arch::ldmatrix_x4(self.chunk_addr(row0 + row, 4 * k_pair + chunk)) };
+        let r = unsafe { arch::ldmatrix_x4(base, lane_offset, xor) };
         [[r[0], r[1]], [r[2], r[3]]]
     }
 
@@ -155,9 +179,9 @@ impl SharedTile {
     /// All lanes of the warp call it together; the rows lie inside the tile.
     #[inline(always)]
     pub unsafe fn load_b_pair(&self, row0: usize, n_pair: usize) -> [BFrag; 2] {
-        let (row, chunk) = layout::ldmatrix_x4_rows16_lane(arch::lane_id() as usize);
+        let (base, lane_offset, xor) = self.ldmatrix_operands(row0, 2 * n_pair, layout::ldmatrix_x4_rows16_lane);
         // SAFETY: converged warp, address inside the tile (caller).
-        let r = unsafe { arch::ldmatrix_x4_trans(self.chunk_addr(row0 + row, 2 * n_pair + chunk)) };
+        let r = unsafe { arch::ldmatrix_x4_trans(base, lane_offset, xor) };
         [[r[0], r[1]], [r[2], r[3]]]
     }
 
