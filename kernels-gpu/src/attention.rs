@@ -38,6 +38,9 @@ pub trait KernelTraits {
     /// Whether the entry point takes [`ExtendedParams`] (else the body sees
     /// [`ExtendedParams::NONE`]): `SCORE_MODS || VARLEN`.
     const EXTENDED: bool = crate::abi::takes_extended_params(Self::SCORE_MODS, Self::VARLEN);
+    /// Whether O is rescaled after every tile, in straight-line code, instead of only when some
+    /// row max of the warp changed (`TileConfig::rescale_every_tile`).
+    const RESCALE_EVERY_TILE: bool;
     /// A fragments of one warp's Q rows kept in registers: `m_tiles * q_register_k_steps`,
     /// fragment `(m, k_step)` at `m * q_register_k_steps + k_step`.
     type QFrags: FragArray<AFrag>;
@@ -441,8 +444,13 @@ pub(crate) fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k
 }
 
 /// Online softmax step on raw scores `s`: new row maxima over the lane quad, rescale of the
-/// running sums and (only if some row max of the warp changed) of the output accumulator, and
-/// P = 2^(s·c − max) in place of the scores, with c = scale·log2(e) > 0 folded into one FFMA.
+/// running sums and of the output accumulator, and P = 2^(s·c − max) in place of the scores,
+/// with c = scale·log2(e) > 0 folded into one FFMA.
+///
+/// With `C::RESCALE_EVERY_TILE`, O is rescaled before P is formed, so that the exponentials run
+/// beside the P·V mma that follows; else P is formed first and the rescale, behind its warp
+/// vote, comes last (forming P after the branch measured within 2% there, and kept more
+/// registers live across it: d128_q128 with score modifiers spilled 8 B).
 #[inline(always)]
 pub(crate) fn online_softmax<C: KernelTraits>(
     scores: &mut C::Scores,
@@ -450,21 +458,38 @@ pub(crate) fn online_softmax<C: KernelTraits>(
     rows: &mut RowState<C>,
     out: &mut C::Output,
 ) {
-    let rescale = softmax_update::<C>(scores, scale_log2, rows);
-    rescale_output::<C>(out, &rescale);
+    let rescale = softmax_max::<C>(scores, scale_log2, rows);
+    if C::RESCALE_EVERY_TILE {
+        rescale_output::<C>(out, &rescale);
+        softmax_exp::<C>(scores, scale_log2, &rescale, rows);
+    } else {
+        softmax_exp::<C>(scores, scale_log2, &rescale, rows);
+        rescale_output::<C>(out, &rescale);
+    }
 }
 
-/// The part of [`online_softmax`] that leaves O alone: updates the row maxima and sums, turns
-/// the scores into P, and returns the factor each row's O must be multiplied by (1 where the
-/// max did not change) and whether any row of the warp changed.
+/// The part of [`online_softmax`] that leaves O alone (the Hopper loop rescales O at its own
+/// point): updates the row maxima and sums, turns the scores into P, and returns the factor each
+/// row's O must be multiplied by (1 where the max did not change) and whether any row of the warp
+/// changed.
+#[cfg(feature = "hopper")]
 #[inline(always)]
 pub(crate) fn softmax_update<C: KernelTraits>(
     scores: &mut C::Scores,
     scale_log2: f32,
     rows: &mut RowState<C>,
 ) -> Rescale<C> {
+    let rescale = softmax_max::<C>(scores, scale_log2, rows);
+    softmax_exp::<C>(scores, scale_log2, &rescale, rows);
+    rescale
+}
+
+/// First half of a softmax step: the new row maxima (over the lane quad), and how O and the
+/// row sums must be rescaled for them.
+#[inline(always)]
+fn softmax_max<C: KernelTraits>(scores: &C::Scores, scale_log2: f32, rows: &mut RowState<C>) -> Rescale<C> {
     let n_tiles = C::TILE.kv_tile_rows / 8;
-    let mut rescale = C::RowValues::splat(1.0);
+    let mut factors = C::RowValues::splat(1.0);
     let mut changed = false;
     // Row r = 2 * m + half is row `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1.
     for r in 0..C::RowValues::LEN {
@@ -479,13 +504,23 @@ pub(crate) fn softmax_update<C: KernelTraits>(
         // max(s)·c = max(s·c) because c > 0; a fully masked row keeps -inf (not -inf·c).
         let tile_max = if raw_max == f32::NEG_INFINITY { raw_max } else { raw_max * scale_log2 };
         let new_max = rows.max[r].max(tile_max);
-        // A row with every key so far masked keeps max = -inf; use 0 so -inf - -inf is no NaN.
-        let base = if new_max == f32::NEG_INFINITY { 0.0 } else { new_max };
         if new_max != rows.max[r] {
             changed = true;
-            rescale[r] = arch::ex2(rows.max[r] - base);
+            factors[r] = arch::ex2(rows.max[r] - exponent_base(new_max));
             rows.max[r] = new_max;
         }
+    }
+    Rescale { factors, changed }
+}
+
+/// Second half of a softmax step: P = 2^(s·c − max) in place of the scores, and the row sums
+/// rescaled and increased by this tile's part.
+#[inline(always)]
+fn softmax_exp<C: KernelTraits>(scores: &mut C::Scores, scale_log2: f32, rescale: &Rescale<C>, rows: &mut RowState<C>) {
+    let n_tiles = C::TILE.kv_tile_rows / 8;
+    for r in 0..C::RowValues::LEN {
+        let (m, half) = (r / 2, r % 2);
+        let base = exponent_base(rows.max[r]);
         let mut tile_sum = 0.0;
         for n_tile in 0..n_tiles {
             for e in 2 * half..2 * half + 2 {
@@ -494,9 +529,19 @@ pub(crate) fn softmax_update<C: KernelTraits>(
                 tile_sum += p;
             }
         }
-        rows.sum[r] = rows.sum[r] * rescale[r] + tile_sum;
+        rows.sum[r] = rows.sum[r] * rescale.factors[r] + tile_sum;
     }
-    Rescale { factors: rescale, changed }
+}
+
+/// What exponentials of a row are taken against: its running max, or 0 while every key so far
+/// was masked (max = -inf), so that -inf - -inf is no NaN.
+#[inline(always)]
+fn exponent_base(max: f32) -> f32 {
+    if max == f32::NEG_INFINITY {
+        0.0
+    } else {
+        max
+    }
 }
 
 /// How a softmax step rescales O: a factor per row the thread holds, and whether any row of the
@@ -506,12 +551,13 @@ pub(crate) struct Rescale<C: KernelTraits> {
     changed: bool,
 }
 
-/// Multiplies O by the factors of a [`softmax_update`]. Once the row maxima settle, most tiles
-/// change none of them: the multiply (a no-op then) is skipped for the whole warp.
+/// Multiplies O by the factors of a softmax step. Once the row maxima settle, most tiles change
+/// none of them: unless `C::RESCALE_EVERY_TILE`, the multiply (a no-op then) is skipped for the
+/// whole warp.
 #[inline(always)]
 pub(crate) fn rescale_output<C: KernelTraits>(out: &mut C::Output, rescale: &Rescale<C>) {
     let d_tiles = C::TILE.head_dim / 8;
-    if arch::vote_any(rescale.changed) {
+    if C::RESCALE_EVERY_TILE || arch::vote_any(rescale.changed) {
         for i in 0..C::Output::LEN {
             let m = i / d_tiles;
             for e in 0..4 {
