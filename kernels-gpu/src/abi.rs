@@ -352,11 +352,13 @@ pub const HEAD_DIM_256_Q64: TileConfig = TileConfig {
 /// adds `.maxnreg` to their PTX before the driver compiles it); `None`: the compiler's choice,
 /// up to 255.
 ///
-/// d64_q64 kernels take 170–205 registers uncapped, so two 128-thread CTAs per SM; at 168 they
+/// d64_q64 kernels took 170–205 registers uncapped, so two 128-thread CTAs per SM; at 168 they
 /// do not spill (ptxas, every variant), and three CTAs fit where shared memory holds three of
 /// their 40 KiB (sm_80: 164 KiB per SM, sm_90: 228 KiB; not sm_86/sm_89 with 100 KiB). Measured
 /// on an H200: causal (16,16,512,64) 56.4 → 49.6 µs, the small launches unchanged
-/// (docs/perf-notes.md).
+/// (docs/perf-notes.md). Since the ldmatrix addresses became one register per lane
+/// (`layout::swizzle_split`) they take 129–173 uncapped: the cap now binds only on the masked
+/// varlen variants with score modifiers (169–173), and keeps the three CTAs there too.
 pub const fn register_cap(tile: &TileConfig, major: i32, minor: i32) -> Option<usize> {
     let three_ctas_fit = matches!((major, minor), (8, 0) | (9, 0));
     let d64_q64 = tile.head_dim == HEAD_DIM_64_Q64.head_dim && tile.q_tile_rows == HEAD_DIM_64_Q64.q_tile_rows;
