@@ -361,50 +361,52 @@ pub unsafe fn ld_global_v4(src: *const u8) -> [u32; 4] {
     [a, b, c, d]
 }
 
-/// Stores 16 bytes to global memory with one vector store if `store` holds: a predicated
-/// instruction rather than a branch, so that code around it stays free of divergent control
-/// flow (which would make `ptxas` serialise `wgmma` across it).
-///
-/// # Safety
-/// When `store` holds, `dst` must point to 16 writable, 16-byte-aligned bytes of global memory.
-#[inline(always)]
-pub unsafe fn st_global_v4_if(store: bool, dst: *mut u8, v: [u32; 4]) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!(
-            "{{",
-            ".reg .pred %p_store;",
-            "setp.ne.u32 %p_store, {s}, 0;",
-            "cvta.to.global.u64 {g}, {p};",
-            "@%p_store st.global.v4.b32 [{g}], {{{0}, {1}, {2}, {3}}};",
-            "}}",
-            in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3],
-            s = in(reg32) store as u32, p = in(reg64) dst, g = out(reg64) _,
-            options(nostack),
-        );
-    }
+/// Defines a store to global memory predicated on `store`: a predicated instruction rather than
+/// a branch, so that code around it stays free of divergent control flow (which would make
+/// `ptxas` serialise `wgmma` across it). `$store` is the PTX store with its value operands,
+/// `$operands` their `asm!` operands.
+macro_rules! st_global_if {
+    ($(#[$doc:meta])* $name:ident($value:ident: $value_ty:ty, $dst_ty:ty), $store:literal, $($operands:tt)*) => {
+        $(#[$doc])*
+        #[inline(always)]
+        pub unsafe fn $name(store: bool, dst: $dst_ty, $value: $value_ty) {
+            // SAFETY: guaranteed by the caller.
+            unsafe {
+                asm!(
+                    "{{",
+                    ".reg .pred %p_store;",
+                    "setp.ne.u32 %p_store, {s}, 0;",
+                    "cvta.to.global.u64 {g}, {p};",
+                    concat!("@%p_store ", $store),
+                    "}}",
+                    $($operands)*
+                    s = in(reg32) store as u32, p = in(reg64) dst, g = out(reg64) _,
+                    options(nostack),
+                );
+            }
+        }
+    };
 }
 
-/// Stores an f32 to global memory if `store` holds (predicated, as [`st_global_v4_if`]).
-///
-/// # Safety
-/// When `store` holds, `dst` must point to 4 writable, 4-byte-aligned bytes of global memory.
-#[inline(always)]
-pub unsafe fn st_global_f32_if(store: bool, dst: *mut f32, v: f32) {
-    // SAFETY: guaranteed by the caller.
-    unsafe {
-        asm!(
-            "{{",
-            ".reg .pred %p_store;",
-            "setp.ne.u32 %p_store, {s}, 0;",
-            "cvta.to.global.u64 {g}, {p};",
-            "@%p_store st.global.f32 [{g}], {v};",
-            "}}",
-            s = in(reg32) store as u32, p = in(reg64) dst, g = out(reg64) _, v = in(reg32) v,
-            options(nostack),
-        );
-    }
-}
+st_global_if!(
+    /// Stores 16 bytes to global memory with one vector store if `store` holds.
+    ///
+    /// # Safety
+    /// When `store` holds, `dst` must point to 16 writable, 16-byte-aligned bytes of global
+    /// memory.
+    st_global_v4_if(v: [u32; 4], *mut u8),
+    "st.global.v4.b32 [{g}], {{{0}, {1}, {2}, {3}}};",
+    in(reg32) v[0], in(reg32) v[1], in(reg32) v[2], in(reg32) v[3],
+);
+st_global_if!(
+    /// Stores an f32 to global memory if `store` holds.
+    ///
+    /// # Safety
+    /// When `store` holds, `dst` must point to 4 writable, 4-byte-aligned bytes of global memory.
+    st_global_f32_if(v: f32, *mut f32),
+    "st.global.f32 [{g}], {v};",
+    v = in(reg32) v,
+);
 
 /// Stores 16 bytes to global memory with one vector store.
 ///

@@ -11,7 +11,7 @@ fn entry_body(name: &str) -> &'static str {
 }
 
 /// The body of entry point `name` in `ptx`.
-fn entry_body_in(ptx: &'static str, name: &str) -> &'static str {
+fn entry_body_in<'a>(ptx: &'a str, name: &str) -> &'a str {
     let header = format!(".entry {name}(");
     let start = ptx.find(&header).unwrap_or_else(|| panic!("no entry point {name} in the PTX"));
     let rest = &ptx[start + header.len()..];
@@ -155,10 +155,8 @@ fn hopper_ptx_targets_sm90a_with_every_entry_point() {
 /// The `.maxnreg` of entry point `name` in `ptx` (the directive between its parameter list and
 /// its body), if any.
 fn maxnreg(ptx: &str, name: &str) -> Option<usize> {
-    let header = format!(".visible .entry {name}(");
-    let start = ptx.find(&header).unwrap_or_else(|| panic!("no entry point {name} in the PTX"));
-    let head = &ptx[start..];
-    let head = &head[..head.find("\n{\n").expect("a body")];
+    let entry = entry_body_in(ptx, name);
+    let head = &entry[..entry.find("\n{\n").expect("a body")];
     head.lines().find_map(|l| l.strip_prefix(".maxnreg ")).map(|n| n.trim().parse().expect("a count"))
 }
 
