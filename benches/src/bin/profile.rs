@@ -2,9 +2,12 @@
 //! (e.g. `ncu --launch-skip 2 --launch-count 1 profile 8 16 2048 128 0 128`).
 //!
 //!     profile BATCH HEADS SEQ HEAD_DIM CAUSAL(0|1) [Q_TILE_ROWS]
+//!
+//! With a tile height, the mma.sync kernel of that height runs even where the library would
+//! choose a Hopper kernel.
 
 use cust::prelude::*;
-use flashcore::{FlashAttention, ForwardOptions};
+use flashcore::{FlashAttention, ForwardOptions, KernelFamily};
 use flashcore_benches::{gpu_context_or_exit, Shape, Workload};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,7 +20,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flash = FlashAttention::new()?;
     let mut options = ForwardOptions::new().causal(causal == 1);
     if let [rows] = *rest {
-        options = options.q_tile_rows(rows);
+        options = options.kernel_family(KernelFamily::MmaSync).q_tile_rows(rows);
     }
     let mut workload = Workload::new(Shape::new(batch, heads, seq, head_dim), 7)?;
     for i in 0..4 {
