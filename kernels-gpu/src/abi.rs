@@ -204,16 +204,6 @@ impl TileConfig {
         self.tile_bytes(self.q_tile_rows) + 2 * self.stages * self.tile_bytes(self.kv_tile_rows)
     }
 
-    /// Whether the online softmax rescales O after every K/V tile in straight-line code rather
-    /// than behind a warp vote on "some row max changed". The vote skips the multiplies once the
-    /// maxima settle, but its branch splits the tile into basic blocks, so the exponentials
-    /// cannot overlap the mma around them. Straight-line wins where the multiplies are at most one
-    /// per score (`head_dim <= kv_tile_rows`): H200, d64_q128, (8,16,2048,64) 460 → 438 µs
-    /// (−5%); at d128 with 32-key tiles (four per score) it lost 1.5–4% (docs/perf-notes.md).
-    pub const fn rescale_every_tile(&self) -> bool {
-        self.head_dim <= self.kv_tile_rows
-    }
-
     /// Whether the parameters are internally consistent (checked at compile time in the kernels
     /// and by a host test).
     pub const fn is_consistent(&self) -> bool {

@@ -38,9 +38,6 @@ pub trait KernelTraits {
     /// Whether the entry point takes [`ExtendedParams`] (else the body sees
     /// [`ExtendedParams::NONE`]): `SCORE_MODS || VARLEN`.
     const EXTENDED: bool = crate::abi::takes_extended_params(Self::SCORE_MODS, Self::VARLEN);
-    /// Whether O is rescaled after every tile, in straight-line code, instead of only when some
-    /// row max of the warp changed (`TileConfig::rescale_every_tile`).
-    const RESCALE_EVERY_TILE: bool;
     /// A fragments of one warp's Q rows kept in registers: `m_tiles * q_register_k_steps`,
     /// fragment `(m, k_step)` at `m * q_register_k_steps + k_step`.
     type QFrags: FragArray<AFrag>;
@@ -53,6 +50,12 @@ pub trait KernelTraits {
 }
 
 const LN_2: f32 = core::f32::consts::LN_2;
+
+/// How far (log2 units) a scaled score may rise above its row's reference max before the
+/// reference moves (FlashAttention-4's lazy rescale): P stays at most 2^8, exact enough in f16 and
+/// bf16 and far from overflow in f32 O and sums, and after the first tiles most tiles move no
+/// reference, so they skip the O rescale and the quad reduction of the row maxima.
+const RESCALE_THRESHOLD: f32 = 8.0;
 
 /// Address of element (batch, head, row 0) of a tensor, as a pointer to 16-bit elements.
 #[inline(always)]
@@ -346,7 +349,12 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
             mask::<C>(&mut scores, kv_start, seq.seq_k, first_lo, first_hi);
         }
         online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
-        add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
+        let rounded_sums = add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
+        if C::Elem::SUMS_FROM_ROUNDED_P {
+            for r in 0..C::RowValues::LEN {
+                rows.sum[r] += rounded_sums[r];
+            }
+        }
     }
     arch::cp_async_wait(0);
 
@@ -355,8 +363,18 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     let Block { batch, head, split, seq, .. } = unsafe { Block::locate::<C>(p, x) };
     let at =
         OutputRows { batch, head, split, q_offset: seq.q_offset, seq_q: seq.seq_q, warp_start: first_row, warp_row0 };
+    let mut total = C::RowValues::splat(0.0);
+    for r in 0..C::RowValues::LEN {
+        total[r] = if C::Elem::SUMS_FROM_ROUNDED_P {
+            rows.sum[r]
+        } else {
+            // Each thread of the quad holds its own keys' part.
+            let sum = rows.sum[r] + arch::shfl_xor(rows.sum[r], 1);
+            sum + arch::shfl_xor(sum, 2)
+        };
+    }
     // SAFETY: launch contract of this function.
-    unsafe { epilogue::<C>(p, x, &tiles.q, &rows, &mut out, &at) };
+    unsafe { epilogue::<C>(p, x, &tiles.q, &rows.max, &total, &mut out, &at) };
 }
 
 /// S = Q·Kᵀ for the warp's rows and one K tile. K fragments are read once and used by every
@@ -443,14 +461,12 @@ pub(crate) fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k
     }
 }
 
-/// Online softmax step on raw scores `s`: new row maxima over the lane quad, rescale of the
-/// running sums and of the output accumulator, and P = 2^(s·c − max) in place of the scores,
-/// with c = scale·log2(e) > 0 folded into one FFMA.
-///
-/// With `C::RESCALE_EVERY_TILE`, O is rescaled before P is formed, so that the exponentials run
-/// beside the P·V mma that follows; else P is formed first and the rescale, behind its warp
-/// vote, comes last (forming P after the branch measured within 2% there, and kept more
-/// registers live across it: d128_q128 with score modifiers spilled 8 B).
+/// Online softmax step on raw scores `s`, with c = scale·log2(e) > 0: P = 2^(s·c − m) in place
+/// of the scores, O and the row sums kept relative to each row's reference max m. The reference
+/// is lazy: it moves to the row's running max (rescaling O and the sums) only on tiles where some
+/// score of the warp exceeds its row's reference by more than [`RESCALE_THRESHOLD`]; the test
+/// needs neither the quad's shuffles nor the rescale multiplies, and once the maxima settle it
+/// fails on almost every tile. The first tile with a visible key always moves it (from -inf).
 #[inline(always)]
 pub(crate) fn online_softmax<C: KernelTraits>(
     scores: &mut C::Scores,
@@ -458,13 +474,23 @@ pub(crate) fn online_softmax<C: KernelTraits>(
     rows: &mut RowState<C>,
     out: &mut C::Output,
 ) {
-    let rescale = softmax_max::<C>(scores, scale_log2, rows);
-    if C::RESCALE_EVERY_TILE {
-        rescale_output::<C>(out, &rescale);
-        softmax_exp::<C>(scores, scale_log2, &rescale, rows);
-    } else {
-        softmax_exp::<C>(scores, scale_log2, &rescale, rows);
-        rescale_output::<C>(out, &rescale);
+    let mut exceeds = false;
+    for r in 0..C::RowValues::LEN {
+        // A masked row (-inf) never exceeds; its first visible key always does (-inf + 8).
+        exceeds |= thread_row_max::<C>(scores, r) * scale_log2 > rows.max[r] + RESCALE_THRESHOLD;
+    }
+    if arch::vote_any(exceeds) {
+        let rescale = softmax_max::<C>(scores, scale_log2, rows);
+        multiply_output::<C>(out, &rescale.factors);
+        for r in 0..C::RowValues::LEN {
+            rows.sum[r] *= rescale.factors[r];
+        }
+    }
+    let tile_sums = softmax_exp::<C>(scores, scale_log2, rows);
+    if !C::Elem::SUMS_FROM_ROUNDED_P {
+        for r in 0..C::RowValues::LEN {
+            rows.sum[r] += tile_sums[r];
+        }
     }
 }
 
@@ -480,25 +506,35 @@ pub(crate) fn softmax_update<C: KernelTraits>(
     rows: &mut RowState<C>,
 ) -> Rescale<C> {
     let rescale = softmax_max::<C>(scores, scale_log2, rows);
-    softmax_exp::<C>(scores, scale_log2, &rescale, rows);
+    let tile_sums = softmax_exp::<C>(scores, scale_log2, rows);
+    for r in 0..C::RowValues::LEN {
+        rows.sum[r] = rows.sum[r] * rescale.factors[r] + tile_sums[r];
+    }
     rescale
+}
+
+/// The max of the raw scores this thread holds of row r = 2 * m + half, which is row
+/// `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1 of each of its fragments.
+#[inline(always)]
+fn thread_row_max<C: KernelTraits>(scores: &C::Scores, r: usize) -> f32 {
+    let n_tiles = C::TILE.kv_tile_rows / 8;
+    let (m, half) = (r / 2, r % 2);
+    let mut max = f32::NEG_INFINITY;
+    for n_tile in 0..n_tiles {
+        let s = scores[m * n_tiles + n_tile];
+        max = max.max(s[2 * half]).max(s[2 * half + 1]);
+    }
+    max
 }
 
 /// First half of a softmax step: the new row maxima (over the lane quad), and how O and the
 /// row sums must be rescaled for them.
 #[inline(always)]
 fn softmax_max<C: KernelTraits>(scores: &C::Scores, scale_log2: f32, rows: &mut RowState<C>) -> Rescale<C> {
-    let n_tiles = C::TILE.kv_tile_rows / 8;
     let mut factors = C::RowValues::splat(1.0);
     let mut changed = false;
-    // Row r = 2 * m + half is row `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1.
     for r in 0..C::RowValues::LEN {
-        let (m, half) = (r / 2, r % 2);
-        let mut raw_max = f32::NEG_INFINITY;
-        for n_tile in 0..n_tiles {
-            let s = scores[m * n_tiles + n_tile];
-            raw_max = raw_max.max(s[2 * half]).max(s[2 * half + 1]);
-        }
+        let mut raw_max = thread_row_max::<C>(scores, r);
         raw_max = raw_max.max(arch::shfl_xor(raw_max, 1));
         raw_max = raw_max.max(arch::shfl_xor(raw_max, 2));
         // max(s)·c = max(s·c) because c > 0; a fully masked row keeps -inf (not -inf·c).
@@ -513,11 +549,12 @@ fn softmax_max<C: KernelTraits>(scores: &C::Scores, scale_log2: f32, rows: &mut 
     Rescale { factors, changed }
 }
 
-/// Second half of a softmax step: P = 2^(s·c − max) in place of the scores, and the row sums
-/// rescaled and increased by this tile's part.
+/// Second half of a softmax step: P = 2^(s·c − max) in place of the scores; returns this
+/// thread's part of each row's sum of P.
 #[inline(always)]
-fn softmax_exp<C: KernelTraits>(scores: &mut C::Scores, scale_log2: f32, rescale: &Rescale<C>, rows: &mut RowState<C>) {
+fn softmax_exp<C: KernelTraits>(scores: &mut C::Scores, scale_log2: f32, rows: &RowState<C>) -> C::RowValues {
     let n_tiles = C::TILE.kv_tile_rows / 8;
+    let mut tile_sums = C::RowValues::splat(0.0);
     for r in 0..C::RowValues::LEN {
         let (m, half) = (r / 2, r % 2);
         let base = exponent_base(rows.max[r]);
@@ -529,8 +566,9 @@ fn softmax_exp<C: KernelTraits>(scores: &mut C::Scores, scale_log2: f32, rescale
                 tile_sum += p;
             }
         }
-        rows.sum[r] = rows.sum[r] * rescale.factors[r] + tile_sum;
+        tile_sums[r] = tile_sum;
     }
+    tile_sums
 }
 
 /// What exponentials of a row are taken against: its running max, or 0 while every key so far
@@ -548,31 +586,44 @@ fn exponent_base(max: f32) -> f32 {
 /// thread changed.
 pub(crate) struct Rescale<C: KernelTraits> {
     factors: C::RowValues,
+    /// Read by the Hopper loop's rescale (the mma.sync loop decides before the factors exist).
+    #[cfg_attr(not(feature = "hopper"), allow(dead_code))]
     changed: bool,
 }
 
 /// Multiplies O by the factors of a softmax step. Once the row maxima settle, most tiles change
-/// none of them: unless `C::RESCALE_EVERY_TILE`, the multiply (a no-op then) is skipped for the
-/// whole warp.
+/// none of them: the multiply (a no-op then) is skipped for the whole warp.
+#[cfg(feature = "hopper")]
 #[inline(always)]
 pub(crate) fn rescale_output<C: KernelTraits>(out: &mut C::Output, rescale: &Rescale<C>) {
+    if arch::vote_any(rescale.changed) {
+        multiply_output::<C>(out, &rescale.factors);
+    }
+}
+
+/// O's rows times their factors.
+#[inline(always)]
+fn multiply_output<C: KernelTraits>(out: &mut C::Output, factors: &C::RowValues) {
     let d_tiles = C::TILE.head_dim / 8;
-    if C::RESCALE_EVERY_TILE || arch::vote_any(rescale.changed) {
-        for i in 0..C::Output::LEN {
-            let m = i / d_tiles;
-            for e in 0..4 {
-                out[i][e] *= rescale.factors[2 * m + e / 2];
-            }
+    for i in 0..C::Output::LEN {
+        let m = i / d_tiles;
+        for e in 0..4 {
+            out[i][e] *= factors[2 * m + e / 2];
         }
     }
 }
 
 /// O += P·V with P packed to the element type straight from the score accumulators (`layout::p_from_scores`).
-/// V fragments are read once and used by every m-tile.
+/// V fragments are read once and used by every m-tile. With `Element::SUMS_FROM_ROUNDED_P`, also
+/// returns the sums of the rows of the packed P (the whole rows, from P·1 on the tensor cores);
+/// else zeros.
 #[inline(always)]
-fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Output) {
+fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Output) -> C::RowValues {
     let tile = C::TILE;
     let (n_tiles, d_tiles) = (tile.kv_tile_rows / 8, tile.head_dim / 8);
+    // Per m-tile, the C fragment of P·1: every column holds the row sum (elements 0, 1: row g;
+    // 2, 3: row g + 8). Live only through this tile's product.
+    let mut sums = [[0.0f32; 4]; 4];
     for k_step in 0..n_tiles / 2 {
         let mut a = [[0u32; 4]; 4];
         for m in 0..tile.m_tiles {
@@ -582,6 +633,9 @@ fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Outp
                 let row = m * n_tiles + 2 * k_step;
                 C::Elem::pack(probs[row + t0][e0], probs[row + t1][e1])
             });
+            if C::Elem::SUMS_FROM_ROUNDED_P {
+                sums[m] = C::Elem::mma(a[m], [C::Elem::ONES; 2], sums[m]);
+            }
         }
         for n_pair in 0..d_tiles / 2 {
             // SAFETY: converged warp; keys k_step*16..+16 are inside the V tile.
@@ -593,6 +647,11 @@ fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Outp
             }
         }
     }
+    let mut row_sums = C::RowValues::splat(0.0);
+    for r in 0..C::RowValues::LEN {
+        row_sums[r] = sums[r / 2][2 * (r % 2)];
+    }
+    row_sums
 }
 
 /// Where a warp's output rows go.
@@ -611,7 +670,7 @@ struct OutputRows {
     warp_row0: usize,
 }
 
-/// Finishes the row sums over the quad, normalises O and writes it: staged as 16-bit rows in
+/// Normalises O by the row sums (`total`, whole rows) and writes it: staged as 16-bit rows in
 /// this warp's part of the Q tile (only this warp reads it) and written out with 16-byte stores,
 /// or with split-KV as f32 partials straight from the registers. Writes the logsumexp if asked
 /// for (always with split-KV: the combine step weighs the partials by it).
@@ -623,19 +682,16 @@ unsafe fn epilogue<C: KernelTraits>(
     p: &AttentionParams,
     x: &ExtendedParams,
     staging: &SharedTile,
-    rows: &RowState<C>,
+    max: &C::RowValues,
+    total: &C::RowValues,
     out: &mut C::Output,
     at: &OutputRows,
 ) {
     let d_tiles = C::TILE.head_dim / 8;
     let lane = arch::lane_id() as usize;
-    let mut total = C::RowValues::splat(0.0);
     let mut inverse = C::RowValues::splat(0.0);
     for r in 0..C::RowValues::LEN {
-        let mut sum = rows.sum[r];
-        sum += arch::shfl_xor(sum, 1);
-        sum += arch::shfl_xor(sum, 2);
-        total[r] = sum;
+        let sum = total[r];
         // A row that sees no key (masked with seq_q > seq_k or a window, an empty split, or
         // padding) has sum 0: its output is 0 and its logsumexp -inf, as FlashAttention defines
         // them.
@@ -705,7 +761,7 @@ unsafe fn epilogue<C: KernelTraits>(
                     + at.batch as u64 * lse_strides.batch
                     + at.head as u64 * lse_strides.head
                     + (at.q_offset + q_row) as u64;
-                let lse = (rows.max[r] + arch::lg2(total[r])) * LN_2;
+                let lse = (max[r] + arch::lg2(total[r])) * LN_2;
                 // SAFETY: the host checked that the lse buffer covers every row of every head.
                 unsafe { *(p.lse as *mut f32).add(index as usize) = lse };
             }

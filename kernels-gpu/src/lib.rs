@@ -60,7 +60,6 @@ macro_rules! stamp_entry_points {
                 const MASKED: bool = $masked;
                 const SCORE_MODS: bool = $score_mods;
                 const VARLEN: bool = $varlen;
-                const RESCALE_EVERY_TILE: bool = $tile.rescale_every_tile();
                 type QFrags = [AFrag; $tile.q_register_frags()];
                 type Scores = [CFrag; $tile.m_tiles * $tile.kv_tile_rows / 8];
                 type Output = [CFrag; $tile.m_tiles * $tile.head_dim / 8];
@@ -119,8 +118,6 @@ macro_rules! stamp_hopper_entry_points {
                 const MASKED: bool = $masked;
                 const SCORE_MODS: bool = false;
                 const VARLEN: bool = false;
-                // (Measured on the mma.sync kernels only; the wgmma loop keeps the skip.)
-                const RESCALE_EVERY_TILE: bool = false;
                 type QFrags = [AFrag; 0];
                 type Scores = [CFrag; $tile.kv_tile_rows / 8];
                 type Output = [CFrag; $tile.head_dim / 8];

@@ -18,6 +18,13 @@ pub trait Element {
     fn mma(a: AFrag, b: BFrag, c: CFrag) -> CFrag;
     /// Two f32 rounded to this type and packed, `lo` in the low half.
     fn pack(lo: f32, hi: f32) -> u32;
+    /// Two 1.0 of this type, packed: the B operand that makes an mma sum the rows of A.
+    const ONES: u32;
+    /// Whether the softmax's row sums add P as rounded to this type (on the tensor cores, P·1),
+    /// the same P that multiplies V, so that O's numerator and denominator agree. f16: yes, its
+    /// rounding moves a row sum, and so the logsumexp, by at most 2^-11 relatively. bf16: no, 2^-8
+    /// would move the logsumexp by up to 4e-3; its sums add the unrounded P in f32.
+    const SUMS_FROM_ROUNDED_P: bool;
 }
 
 /// IEEE half precision.
@@ -27,6 +34,8 @@ pub struct F16;
 pub struct Bf16;
 
 impl Element for F16 {
+    const ONES: u32 = 0x3c00_3c00;
+    const SUMS_FROM_ROUNDED_P: bool = true;
     #[inline(always)]
     fn mma(a: AFrag, b: BFrag, c: CFrag) -> CFrag {
         arch::mma_m16n8k16_f16(a, b, c)
@@ -38,6 +47,8 @@ impl Element for F16 {
 }
 
 impl Element for Bf16 {
+    const ONES: u32 = 0x3f80_3f80;
+    const SUMS_FROM_ROUNDED_P: bool = false;
     #[inline(always)]
     fn mma(a: AFrag, b: BFrag, c: CFrag) -> CFrag {
         arch::mma_m16n8k16_bf16(a, b, c)
