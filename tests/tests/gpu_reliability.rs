@@ -2,7 +2,7 @@
 //! threads and streams on one instance, memory leaks, and the checks against the driver
 //! (contexts, allocations). Needs a GPU: `#[ignore]`d, run with `--include-ignored`.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use cust::context::{legacy, CurrentContext};
 use cust::memory::{CopyDestination, DeviceBuffer};
@@ -79,6 +79,15 @@ impl Case {
     }
 }
 
+/// The leak check reads the device's free memory, which every other test of this binary moves
+/// while it runs (the harness runs tests in parallel): the GPU tests here take turns.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// This test's turn on the GPU (a test that panicked before gives it up all the same).
+fn take_turn() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn reference(values: [&[f16]; 3], shape_q: [usize; 4], seq_k: usize, options: &ForwardOptions) -> Reference<f64> {
     let [b, h, _, d] = shape_q;
     reference_kv(values, shape_q, [b, h, seq_k, d], options)
@@ -135,6 +144,7 @@ fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions<'sta
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn property_300_random_cases_against_the_f64_reference() {
+    let _turn = take_turn();
     let gpu = Gpu::new();
     let mut rng = rng("property cases");
     let mut failures = Vec::new();
@@ -197,6 +207,7 @@ fn check_values(
 fn large_magnitude_scores_beyond_f16_range() {
     // Q uniform in ±1000, each K row ±1000 on one dimension: scores reach ±125 000 (past f16's
     // 65 504) and are exact in f32, so the comparison is well conditioned.
+    let _turn = take_turn();
     let gpu = Gpu::new();
     let mut rng = rng("large magnitudes");
     for (shape, causal) in
@@ -220,6 +231,7 @@ fn large_magnitude_scores_beyond_f16_range() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn equal_scores_dominant_scores_and_length_one() {
+    let _turn = take_turn();
     let gpu = Gpu::new();
     let mut rng = rng("edge cases");
     let d = 64;
@@ -260,6 +272,7 @@ fn non_finite_rows(out: &[f16], d: usize) -> Vec<usize> {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn nan_and_inf_reach_only_the_rows_that_use_them() {
+    let _turn = take_turn();
     let gpu = Gpu::new();
     let mut rng = rng("nan propagation");
     let (s, d) = (200, 64);
@@ -297,6 +310,7 @@ fn nan_and_inf_reach_only_the_rows_that_use_them() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn bitwise_identical_across_100_reruns_and_two_streams() {
+    let _turn = take_turn();
     let gpu = Gpu::new();
     let mut rng = rng("determinism");
     let (shape, s) = ([2, 4, 333, 128], 333);
@@ -354,6 +368,7 @@ fn flash_attention_is_send_and_sync() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn eight_threads_share_one_instance_and_nothing_leaks() {
+    let _turn = take_turn();
     let gpu = Gpu::new();
     let seeds: Vec<u64> = {
         let mut r = rng("concurrency");
@@ -405,6 +420,7 @@ fn eight_threads_share_one_instance_and_nothing_leaks() {
 #[test]
 #[ignore = "needs a CUDA GPU; run with --include-ignored"]
 fn other_contexts_and_memory_outside_allocations_are_refused() {
+    let _turn = take_turn();
     let gpu = Gpu::new();
     let layout = TensorLayout::bhsd(1, 2, 64, 64);
     let n = layout.required_len().unwrap();
