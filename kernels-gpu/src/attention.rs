@@ -2,9 +2,9 @@
 //!
 //! One CTA computes one block of `q_tile_rows` query rows of one (batch, head); each warp owns
 //! `16 * m_tiles` of those rows. Q is loaded once; K/V tiles stream through a `stages`-deep
-//! `cp.async` ring. Per K/V tile a warp computes S = Q·Kᵀ (mma.sync), updates the running row max
-//! and row sum in base 2 (online softmax), rescales its O accumulator, and adds P·V, with P
-//! converted to f16 in registers: S and P never touch shared or global memory.
+//! `cp.async` ring. Per K/V tile a warp computes S = Q·Kᵀ (mma.sync), the online softmax in base
+//! 2 against a lazily moved reference max (O and the row sums rescaled only when it moves), and
+//! adds P·V, with P converted to f16 in registers: S and P never touch shared or global memory.
 //!
 //! Around that core, all at launch time: variable-length batches (`cu_seqlens`), KV-cache
 //! lengths (`seqused_k`), paged K/V (a block table), and split-KV (several CTAs share one query
@@ -187,10 +187,11 @@ impl SharedTiles {
 
 /// Running softmax state of the rows whose scores a thread holds.
 pub(crate) struct RowState<C: KernelTraits> {
-    /// Running max of the scaled scores, in log2 units.
+    /// Reference max of the scaled scores, in log2 units: the running max (Hopper loop), or
+    /// below it by at most [`RESCALE_THRESHOLD`] (mma.sync loop, `online_softmax`).
     pub(crate) max: C::RowValues,
-    /// This thread's part of the running sum of `2^(score - max)`; the quad's parts are added at
-    /// the end.
+    /// The running sum of `2^(score - max)`: this thread's part, the quad's parts added at the
+    /// end; in the mma.sync loop with `Element::SUMS_FROM_ROUNDED_P`, the whole row's.
     pub(crate) sum: C::RowValues,
 }
 
