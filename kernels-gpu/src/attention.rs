@@ -349,12 +349,15 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
         if kv_start + kv_rows > seq.seq_k || (C::MASKED && outside) {
             mask::<C>(&mut scores, kv_start, seq.seq_k, first_lo, first_hi);
         }
-        online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
+        // The row sums grow by this tile's P: bf16, this thread's part of the unrounded P; f16,
+        // whole rows of the P that multiplied V (`Element::SUMS_FROM_ROUNDED_P`).
+        let exact_sums = online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
+        if !C::Elem::SUMS_FROM_ROUNDED_P {
+            add_row_values::<C>(&mut rows.sum, &exact_sums);
+        }
         let rounded_sums = add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
         if C::Elem::SUMS_FROM_ROUNDED_P {
-            for r in 0..C::RowValues::LEN {
-                rows.sum[r] += rounded_sums[r];
-            }
+            add_row_values::<C>(&mut rows.sum, &rounded_sums);
         }
     }
     arch::cp_async_wait(0);
@@ -366,13 +369,8 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
         OutputRows { batch, head, split, q_offset: seq.q_offset, seq_q: seq.seq_q, warp_start: first_row, warp_row0 };
     let mut total = C::RowValues::splat(0.0);
     for r in 0..C::RowValues::LEN {
-        total[r] = if C::Elem::SUMS_FROM_ROUNDED_P {
-            rows.sum[r]
-        } else {
-            // Each thread of the quad holds its own keys' part.
-            let sum = rows.sum[r] + arch::shfl_xor(rows.sum[r], 1);
-            sum + arch::shfl_xor(sum, 2)
-        };
+        // bf16: each thread of the quad holds its own keys' part.
+        total[r] = if C::Elem::SUMS_FROM_ROUNDED_P { rows.sum[r] } else { quad_sum(rows.sum[r]) };
     }
     // SAFETY: launch contract of this function.
     unsafe { epilogue::<C>(p, x, &tiles.q, &rows.max, &total, &mut out, &at) };
@@ -468,31 +466,44 @@ pub(crate) fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k
 /// score of the warp exceeds its row's reference by more than [`RESCALE_THRESHOLD`]; the test
 /// needs neither the quad's shuffles nor the rescale multiplies, and once the maxima settle it
 /// fails on almost every tile. The first tile with a visible key always moves it (from -inf).
+/// Returns this thread's part of each row's sum of this tile's P (unrounded); adding it to the
+/// row sums is the caller's choice.
 #[inline(always)]
 pub(crate) fn online_softmax<C: KernelTraits>(
     scores: &mut C::Scores,
     scale_log2: f32,
     rows: &mut RowState<C>,
     out: &mut C::Output,
-) {
+) -> C::RowValues {
     let mut exceeds = false;
     for r in 0..C::RowValues::LEN {
         // A masked row (-inf) never exceeds; its first visible key always does (-inf + 8).
         exceeds |= thread_row_max::<C>(scores, r) * scale_log2 > rows.max[r] + RESCALE_THRESHOLD;
     }
     if arch::vote_any(exceeds) {
+        // (softmax_max takes each row's thread max again; the compiler reuses the one above.)
         let rescale = softmax_max::<C>(scores, scale_log2, rows);
         multiply_output::<C>(out, &rescale.factors);
         for r in 0..C::RowValues::LEN {
             rows.sum[r] *= rescale.factors[r];
         }
     }
-    let tile_sums = softmax_exp::<C>(scores, scale_log2, rows);
-    if !C::Elem::SUMS_FROM_ROUNDED_P {
-        for r in 0..C::RowValues::LEN {
-            rows.sum[r] += tile_sums[r];
-        }
+    softmax_exp::<C>(scores, scale_log2, rows)
+}
+
+/// `values[r] += more[r]` for each row the thread holds.
+#[inline(always)]
+fn add_row_values<C: KernelTraits>(values: &mut C::RowValues, more: &C::RowValues) {
+    for r in 0..C::RowValues::LEN {
+        values[r] += more[r];
     }
+}
+
+/// The sum of `x` over the lane quad that holds one row of an mma C fragment.
+#[inline(always)]
+pub(crate) fn quad_sum(x: f32) -> f32 {
+    let x = x + arch::shfl_xor(x, 1);
+    x + arch::shfl_xor(x, 2)
 }
 
 /// The part of [`online_softmax`] that leaves O alone (the Hopper loop rescales O at its own

@@ -20,7 +20,7 @@ use crate::abi::{
     TENSOR_MAP_K_OFFSET, TENSOR_MAP_Q_OFFSET, TENSOR_MAP_V_OFFSET,
 };
 use crate::arch::{self, hopper as hw};
-use crate::attention::{mask, rescale_output, softmax_update, KernelTraits, Rescale, RowState};
+use crate::attention::{mask, quad_sum, rescale_output, softmax_update, KernelTraits, Rescale, RowState};
 use crate::layout::{self, SW128_ROW_BYTES};
 use crate::tile::{AFrag, CFrag, Element, FragArray, WgmmaAccumulator};
 
@@ -561,9 +561,7 @@ unsafe fn write_output<C: HopperTraits>(
     let lane = arch::lane_id() as usize;
     let first_row = q_start + warp_row0 as u32;
     for half in 0..2 {
-        let mut sum = rows.sum[half];
-        sum += arch::shfl_xor(sum, 1);
-        sum += arch::shfl_xor(sum, 2);
+        let sum = quad_sum(rows.sum[half]);
         // A row that sees no key has sum 0: output 0 and logsumexp -inf.
         let inverse = if sum > 0.0 { 1.0 / sum } else { 0.0 };
         let (row, _) = layout::mma_c_coords(lane, 2 * half);
