@@ -351,6 +351,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
         }
         // The row sums grow by this tile's P: bf16, this thread's part of the unrounded P; f16,
         // whole rows of the P that multiplied V (`Element::SUMS_FROM_ROUNDED_P`).
+        // (bf16 adds its sums before P·V: kept across it they cost registers, and d128 spilled.)
         let exact_sums = online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
         if !C::Elem::SUMS_FROM_ROUNDED_P {
             add_row_values::<C>(&mut rows.sum, &exact_sums);
@@ -475,14 +476,14 @@ pub(crate) fn online_softmax<C: KernelTraits>(
     rows: &mut RowState<C>,
     out: &mut C::Output,
 ) -> C::RowValues {
+    let thread_max = thread_row_maxima::<C>(scores);
     let mut exceeds = false;
     for r in 0..C::RowValues::LEN {
         // A masked row (-inf) never exceeds; its first visible key always does (-inf + 8).
-        exceeds |= thread_row_max::<C>(scores, r) * scale_log2 > rows.max[r] + RESCALE_THRESHOLD;
+        exceeds |= thread_max[r] * scale_log2 > rows.max[r] + RESCALE_THRESHOLD;
     }
     if arch::vote_any(exceeds) {
-        // (softmax_max takes each row's thread max again; the compiler reuses the one above.)
-        let rescale = softmax_max::<C>(scores, scale_log2, rows);
+        let rescale = softmax_max::<C>(&thread_max, scale_log2, rows);
         multiply_output::<C>(out, &rescale.factors);
         for r in 0..C::RowValues::LEN {
             rows.sum[r] *= rescale.factors[r];
@@ -517,7 +518,7 @@ pub(crate) fn softmax_update<C: KernelTraits>(
     scale_log2: f32,
     rows: &mut RowState<C>,
 ) -> Rescale<C> {
-    let rescale = softmax_max::<C>(scores, scale_log2, rows);
+    let rescale = softmax_max::<C>(&thread_row_maxima::<C>(scores), scale_log2, rows);
     let tile_sums = softmax_exp::<C>(scores, scale_log2, rows);
     for r in 0..C::RowValues::LEN {
         rows.sum[r] = rows.sum[r] * rescale.factors[r] + tile_sums[r];
@@ -525,36 +526,39 @@ pub(crate) fn softmax_update<C: KernelTraits>(
     rescale
 }
 
-/// The max of the raw scores this thread holds of row r = 2 * m + half, which is row
+/// The max of the raw scores this thread holds of each row r = 2 * m + half, which is row
 /// `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1 of each of its fragments.
 #[inline(always)]
-fn thread_row_max<C: KernelTraits>(scores: &C::Scores, r: usize) -> f32 {
+fn thread_row_maxima<C: KernelTraits>(scores: &C::Scores) -> C::RowValues {
     let n_tiles = C::TILE.kv_tile_rows / 8;
-    let (m, half) = (r / 2, r % 2);
-    let mut max = f32::NEG_INFINITY;
-    for n_tile in 0..n_tiles {
-        let s = scores[m * n_tiles + n_tile];
-        max = max.max(s[2 * half]).max(s[2 * half + 1]);
+    let mut maxima = C::RowValues::splat(f32::NEG_INFINITY);
+    for r in 0..C::RowValues::LEN {
+        let (m, half) = (r / 2, r % 2);
+        for n_tile in 0..n_tiles {
+            let s = scores[m * n_tiles + n_tile];
+            maxima[r] = maxima[r].max(s[2 * half]).max(s[2 * half + 1]);
+        }
     }
-    max
+    maxima
 }
 
-/// First half of a softmax step: the new row maxima (over the lane quad), and how O and the
-/// row sums must be rescaled for them.
+/// First half of a softmax step, from this thread's row maxima of the raw scores: the new row
+/// maxima (over the lane quad), and how O and the row sums must be rescaled for them.
 #[inline(always)]
-fn softmax_max<C: KernelTraits>(scores: &C::Scores, scale_log2: f32, rows: &mut RowState<C>) -> Rescale<C> {
+fn softmax_max<C: KernelTraits>(thread_max: &C::RowValues, scale_log2: f32, rows: &mut RowState<C>) -> Rescale<C> {
     let mut factors = C::RowValues::splat(1.0);
     let mut changed = false;
     for r in 0..C::RowValues::LEN {
-        let mut raw_max = thread_row_max::<C>(scores, r);
+        let mut raw_max = thread_max[r];
         raw_max = raw_max.max(arch::shfl_xor(raw_max, 1));
         raw_max = raw_max.max(arch::shfl_xor(raw_max, 2));
         // max(s)·c = max(s·c) because c > 0; a fully masked row keeps -inf (not -inf·c).
         let tile_max = if raw_max == f32::NEG_INFINITY { raw_max } else { raw_max * scale_log2 };
         let new_max = rows.max[r].max(tile_max);
         if new_max != rows.max[r] {
+            // new_max > rows.max[r] >= -inf: finite, and a row leaving -inf gets factor 0.
             changed = true;
-            factors[r] = arch::ex2(rows.max[r] - exponent_base(new_max));
+            factors[r] = arch::ex2(rows.max[r] - new_max);
             rows.max[r] = new_max;
         }
     }
