@@ -24,11 +24,39 @@ pub fn block_idx() -> (u32, u32, u32) {
     unsafe { (nvptx::_block_idx_x() as u32, nvptx::_block_idx_y() as u32, nvptx::_block_idx_z() as u32) }
 }
 
+/// [`block_idx`], read by an `asm` statement that the compiler may not merge with another read
+/// (it may merge the intrinsics): what is computed from it is computed again at each call, not
+/// kept in registers between calls.
+#[inline(always)]
+pub fn block_idx_unmerged() -> (u32, u32, u32) {
+    let (x, y, z): (u32, u32, u32);
+    // SAFETY: reads special registers only.
+    unsafe {
+        asm!(
+            "mov.u32 {x}, %ctaid.x;",
+            "mov.u32 {y}, %ctaid.y;",
+            "mov.u32 {z}, %ctaid.z;",
+            x = out(reg32) x,
+            y = out(reg32) y,
+            z = out(reg32) z,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+    (x, y, z)
+}
+
 /// Number of CTAs in the grid's x dimension.
 #[inline(always)]
 pub fn grid_dim_x() -> u32 {
     // SAFETY: reading a special register has no preconditions.
     unsafe { nvptx::_grid_dim_x() as u32 }
+}
+
+/// Number of CTAs in the grid's x, y and z dimensions.
+#[inline(always)]
+pub fn grid_dim() -> (u32, u32, u32) {
+    // SAFETY: reading special registers has no preconditions.
+    unsafe { (nvptx::_grid_dim_x() as u32, nvptx::_grid_dim_y() as u32, nvptx::_grid_dim_z() as u32) }
 }
 
 /// Lane index within the warp.

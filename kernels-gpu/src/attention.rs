@@ -16,6 +16,7 @@
 use crate::abi::{AttentionParams, ExtendedParams, Strides, TileConfig};
 use crate::arch;
 use crate::layout;
+use crate::schedule;
 use crate::tile::{AFrag, BFrag, CFrag, Element, FragArray, SharedTile};
 
 /// Everything fixed at compile time for one kernel entry point (FlashAttention-2's
@@ -137,18 +138,40 @@ impl Block {
     /// As [`Sequence::of`].
     #[inline(always)]
     unsafe fn locate<C: KernelTraits>(p: &AttentionParams, x: &ExtendedParams) -> Self {
-        let (block_x, head, batch) = arch::block_idx();
+        let q_rows = C::TILE.q_tile_rows as u32;
+        let q_blocks = p.seq_q.div_ceil(q_rows);
+        // Masked: later query blocks see more keys; run them first so the grid's tail is short.
+        // Varlen kernels keep the grid's order: their blocks' work follows each sequence's
+        // lengths, and the renumbering's registers made one of them spill.
+        let (block_x, head, batch) =
+            if C::MASKED && !C::VARLEN { heaviest_first_block_idx(q_blocks) } else { arch::block_idx() };
         // kv_splits >= 1 (host-validated); `max` lets the compiler drop its division-by-zero panic.
         let splits = if C::VARLEN { x.kv_splits.max(1) } else { 1 };
         let (q_block_index, split) = (block_x / splits, block_x % splits);
-        // Causal: later query blocks see more keys; run them first so the grid's tail is short.
-        let q_rows = C::TILE.q_tile_rows as u32;
-        let q_blocks = p.seq_q.div_ceil(q_rows);
         let q_block = if C::MASKED { q_blocks - 1 - q_block_index } else { q_block_index };
         // SAFETY: forwarded from the caller.
         let seq = unsafe { Sequence::of::<C>(p, x, batch) };
         Self { batch, head, split, q_start: q_block * q_rows, seq }
     }
+}
+
+/// CTAs per group of heads in the masked kernels' order (`schedule::heaviest_first`): about one
+/// wave of two CTAs on each of an H100's or H200's 132 SMs.
+const GROUP_CTAS: u32 = 256;
+
+/// This CTA's `(query-block rank, head, batch)` in the masked kernels' order
+/// (`schedule::heaviest_first`; rank 0 is the last, heaviest, query block) for a grid of
+/// `(q_blocks, heads, batch)`.
+#[inline(always)]
+fn heaviest_first_block_idx(q_blocks: u32) -> (u32, u32, u32) {
+    // Read afresh: merged with the reads of `Block::locate`'s first call, the values below stayed
+    // live through the main loop for its second call, and one kernel spilled.
+    let (x, y, z) = arch::block_idx_unmerged();
+    // (`max`: a grid has at least one head; lets the compiler drop a division-by-zero panic.)
+    let (x_dim, heads, batches) = arch::grid_dim();
+    let heads = heads.max(1);
+    let (rank, head_batch) = schedule::heaviest_first(x + x_dim * (y + heads * z), q_blocks, heads * batches, GROUP_CTAS);
+    (rank, head_batch % heads, head_batch / heads)
 }
 
 /// The shared-memory tiles of one CTA: `[Q | K stage 0..stages | V stage 0..stages]`.

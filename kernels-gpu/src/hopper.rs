@@ -22,6 +22,7 @@ use crate::abi::{
 use crate::arch::{self, hopper as hw};
 use crate::attention::{mask, quad_sum, rescale_output, softmax_update, KernelTraits, Rescale, RowState};
 use crate::layout::{self, SW128_ROW_BYTES};
+use crate::schedule;
 use crate::tile::{AFrag, CFrag, Element, FragArray, WgmmaAccumulator};
 
 /// A Hopper kernel configuration: the mma.sync kernels' traits (the per-warp view, for the
@@ -111,8 +112,10 @@ struct WorkTile {
 }
 
 /// The static schedule of the persistent grid: CTA `c` of `n` takes work tiles `c, c + n, ...`
-/// of `q_blocks · heads · batch`, numbered query block first (the CTAs running at once then
-/// mostly share heads, so their K/V stays in L2), causal query blocks heaviest first.
+/// of `q_blocks · heads · batch`. Unmasked tiles are numbered query block first (the CTAs running
+/// at once then mostly share heads, so their K/V stays in L2). Masked kernels launch one CTA per
+/// tile, which the hardware starts in index order, heaviest query block first in groups of heads
+/// (`schedule::heaviest_first`).
 #[derive(Clone, Copy)]
 struct Schedule {
     q_blocks: u32,
@@ -120,6 +123,9 @@ struct Schedule {
     tiles: u32,
     stride: u32,
 }
+
+/// Work tiles per group of heads in the masked order: about one wave of one CTA per SM.
+const GROUP_CTAS: u32 = 128;
 
 impl Schedule {
     #[inline(always)]
@@ -130,9 +136,12 @@ impl Schedule {
 
     #[inline(always)]
     fn tile<C: HopperTraits>(&self, index: u32) -> WorkTile {
-        let q_block_index = index % self.q_blocks;
-        let rest = index / self.q_blocks;
-        // Causal: later query blocks see more keys; run them first so the grid's tail is short.
+        let (q_block_index, rest) = if C::MASKED {
+            schedule::heaviest_first(index, self.q_blocks, self.tiles / self.q_blocks.max(1), GROUP_CTAS)
+        } else {
+            (index % self.q_blocks, index / self.q_blocks)
+        };
+        // Masked: later query blocks see more keys; run them first so the grid's tail is short.
         let q_block = if C::MASKED { self.q_blocks - 1 - q_block_index } else { q_block_index };
         WorkTile {
             q_start: q_block * C::CONFIG.q_tile_rows() as u32,

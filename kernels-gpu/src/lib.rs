@@ -34,6 +34,7 @@ pub mod attention;
 pub mod hopper;
 pub mod kv_cache;
 pub mod layout;
+pub mod schedule;
 pub mod split_kv;
 pub mod tile;
 
