@@ -167,8 +167,8 @@ fn heaviest_first_block_idx(q_blocks: u32) -> (u32, u32, u32) {
     // Read afresh: merged with the reads of `Block::locate`'s first call, the values below stayed
     // live through the main loop for its second call, and one kernel spilled.
     let (x, y, z) = arch::block_idx_unmerged();
-    // (`max`: a grid has at least one head; lets the compiler drop a division-by-zero panic.)
     let (x_dim, heads, batches) = arch::grid_dim();
+    // (`max`: a grid has at least one head; lets the compiler drop a division-by-zero panic.)
     let heads = heads.max(1);
     let (rank, head_batch) = schedule::heaviest_first(x + x_dim * (y + heads * z), q_blocks, heads * batches, GROUP_CTAS);
     (rank, head_batch % heads, head_batch / heads)
