@@ -170,7 +170,8 @@ fn heaviest_first_block_idx(q_blocks: u32) -> (u32, u32, u32) {
     let (x_dim, heads, batches) = arch::grid_dim();
     // (`max`: a grid has at least one head; lets the compiler drop a division-by-zero panic.)
     let heads = heads.max(1);
-    let (rank, head_batch) = schedule::heaviest_first(x + x_dim * (y + heads * z), q_blocks, heads * batches, GROUP_CTAS);
+    let (rank, head_batch) =
+        schedule::heaviest_first(x + x_dim * (y + heads * z), q_blocks, heads * batches, GROUP_CTAS);
     (rank, head_batch % heads, head_batch / heads)
 }
 
