@@ -20,10 +20,12 @@ def makespan(jobs, sms, slots, lone_rate, overhead):
             job = next(pending, None)
             if job is not None:
                 sm.append(job)
+    def rate(n):
+        """Each resident CTA's share of its SM's throughput."""
+        return (1.0 if n >= 2 else lone_rate) / n
+
     t = 0.0
     while any(resident):
-        def rate(n):
-            return (1.0 if n >= 2 else lone_rate) / n
         dt = min(min(sm) / rate(len(sm)) for sm in resident if sm)
         t += dt
         for i, sm in enumerate(resident):
@@ -70,7 +72,7 @@ def main():
     for batch, heads, seq, q_rows, kv_rows in shapes:
         tiles = causal_tiles(seq, q_rows, kv_rows)
         total = batch * heads * sum(t + args.overhead for t in tiles)
-        ideal = total / (args.sms * 1.0)
+        ideal = total / args.sms
         cells = []
         for name, jobs in orders(batch * heads, tiles, args.group_ctas):
             t = makespan(jobs, args.sms, args.slots, args.lone_rate, args.overhead)

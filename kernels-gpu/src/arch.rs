@@ -45,13 +45,6 @@ pub fn block_idx_unmerged() -> (u32, u32, u32) {
     (x, y, z)
 }
 
-/// Number of CTAs in the grid's x dimension.
-#[inline(always)]
-pub fn grid_dim_x() -> u32 {
-    // SAFETY: reading a special register has no preconditions.
-    unsafe { nvptx::_grid_dim_x() as u32 }
-}
-
 /// Number of CTAs in the grid's x, y and z dimensions.
 #[inline(always)]
 pub fn grid_dim() -> (u32, u32, u32) {

@@ -131,7 +131,7 @@ impl Schedule {
     #[inline(always)]
     fn new<C: HopperTraits>(p: &AttentionParams, batch: u32) -> Self {
         let q_blocks = p.seq_q.div_ceil(C::CONFIG.q_tile_rows() as u32);
-        Self { q_blocks, heads: p.heads, tiles: q_blocks * p.heads * batch, stride: arch::grid_dim_x() }
+        Self { q_blocks, heads: p.heads, tiles: q_blocks * p.heads * batch, stride: arch::grid_dim().0 }
     }
 
     #[inline(always)]
