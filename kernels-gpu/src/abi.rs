@@ -213,10 +213,10 @@ impl TileConfig {
             && self.m_tiles >= 1
             && self.m_tiles <= 4
             && self.q_register_k_steps <= self.head_dim / 16
-            // Q's k steps come in pairs in S = Q·Kᵀ.
-            && self.q_register_k_steps % 2 == 0
+            // K fragments come two 8-key tiles at a time (`SharedTile::load_b_transposed_n_pair`),
+            // and P·V takes 16 keys per k step.
             && self.kv_tile_rows % 16 == 0
-            // Pairs of 16-wide k steps in S = Q·Kᵀ.
+            // Every head dimension the host supports (`kernels::SUPPORTED_HEAD_DIMS`) is a multiple of 32.
             && self.head_dim % 32 == 0
             && self.stages >= 2
             && self.stages <= 4

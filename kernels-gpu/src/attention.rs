@@ -401,34 +401,32 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     unsafe { epilogue::<C>(p, x, &tiles.q, &rows.max, &total, &mut out, &at) };
 }
 
-/// S = Q·Kᵀ for the warp's rows and one K tile. K fragments are read once and used by every
-/// m-tile; Q fragments come from registers or, per 32-wide k pair, from the Q tile.
+/// S = Q·Kᵀ for the warp's rows and one K tile, one 16-wide k step at a time. K fragments are
+/// read once and used by every m-tile; Q fragments come from registers or, per k step, from the
+/// Q tile, so that only one k step of them is live.
 #[inline(always)]
 fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &SharedTile, warp_row0: usize) -> C::Scores {
     let tile = C::TILE;
     let (k_steps, n_tiles) = (tile.head_dim / 16, tile.kv_tile_rows / 8);
     let mut scores = C::Scores::splat([0.0; 4]);
-    for k_pair in 0..k_steps / 2 {
-        // Two k steps of A for each m-tile: [m][0..2].
-        let mut a = [[[0u32; 4]; 2]; 4];
+    for k_step in 0..k_steps {
+        let mut a = [[0u32; 4]; 4];
         for m in 0..tile.m_tiles {
-            for half in 0..2 {
-                let k_step = 2 * k_pair + half;
-                a[m][half] = if k_step < tile.q_register_k_steps {
-                    q_frags[m * tile.q_register_k_steps + k_step]
-                } else {
-                    // SAFETY: converged warp; the warp's rows are inside the Q tile.
-                    unsafe { q.load_a(warp_row0 + 16 * m, k_step) }
-                };
-            }
+            a[m] = if k_step < tile.q_register_k_steps {
+                q_frags[m * tile.q_register_k_steps + k_step]
+            } else {
+                // SAFETY: converged warp; the warp's rows are inside the Q tile.
+                unsafe { q.load_a(warp_row0 + 16 * m, k_step) }
+            };
         }
-        for n_tile in 0..n_tiles {
-            // SAFETY: converged warp; keys n_tile*8..+8 are inside the K tile.
-            let b: [BFrag; 2] = unsafe { k.load_b_transposed_pair(8 * n_tile, k_pair) };
+        for n_pair in 0..n_tiles / 2 {
+            // SAFETY: converged warp; keys n_pair*16..+16 are inside the K tile.
+            let b: [BFrag; 2] = unsafe { k.load_b_transposed_n_pair(16 * n_pair, k_step) };
             for m in 0..tile.m_tiles {
-                let s = &mut scores[m * n_tiles + n_tile];
-                *s = C::Elem::mma(a[m][0], b[0], *s);
-                *s = C::Elem::mma(a[m][1], b[1], *s);
+                for half in 0..2 {
+                    let s = &mut scores[m * n_tiles + 2 * n_pair + half];
+                    *s = C::Elem::mma(a[m], b[half], *s);
+                }
             }
         }
     }

@@ -137,12 +137,13 @@ pub const fn ldmatrix_x4_rows16_lane(lane: usize) -> (usize, usize) {
     (lane % 8 + 8 * ((lane / 8) % 2), lane / 16)
 }
 
-/// Row (0..8) and chunk (0..4) a lane addresses for an `ldmatrix.x4` that reads an 8x32 block
-/// as four 8x8 matrices side by side: the B operand of S = Q.K^T (K row-major = B column-major)
-/// for one 8-key tile and two consecutive 16-wide k steps.
+/// Row (0..16) and chunk (0..2) a lane addresses for an `ldmatrix.x4` that reads a 16x16 block
+/// as matrices (rows 0-7, chunk 0), (rows 0-7, chunk 1), (rows 8-15, chunk 0), (rows 8-15,
+/// chunk 1): the B operand of S = Q.K^T for two 8-key tiles and one 16-wide k step, each tile's
+/// two registers adjacent as `mma` takes them.
 #[inline(always)]
-pub const fn ldmatrix_x4_rows8_lane(lane: usize) -> (usize, usize) {
-    (lane % 8, lane / 8)
+pub const fn ldmatrix_x4_keys16_lane(lane: usize) -> (usize, usize) {
+    (lane % 8 + 8 * (lane / 16), (lane / 8) % 2)
 }
 
 /// Index (0..4) of the C element of score tile `2 * kk + (reg / 2)` that feeds f16 element

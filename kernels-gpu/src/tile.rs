@@ -170,14 +170,14 @@ impl SharedTile {
         unsafe { arch::ldmatrix_x4(base, lane_offset, xor) }
     }
 
-    /// B fragments of `B = tileᵀ` for the 8 rows `row0..row0 + 8` (the n dimension) and the two
-    /// k steps `2 * k_pair` and `2 * k_pair + 1` (the columns): K for S = Q·Kᵀ.
+    /// B fragments of `B = tileᵀ` for the 16 rows `row0..row0 + 16` (two 8-row n tiles) and
+    /// the 16 columns of k step `k_step`: K for S = Q·Kᵀ.
     ///
     /// # Safety
     /// All lanes of the warp call it together; the rows lie inside the tile.
     #[inline(always)]
-    pub unsafe fn load_b_transposed_pair(&self, row0: usize, k_pair: usize) -> [BFrag; 2] {
-        let (base, lane_offset, xor) = self.ldmatrix_operands(row0, 4 * k_pair, layout::ldmatrix_x4_rows8_lane);
+    pub unsafe fn load_b_transposed_n_pair(&self, row0: usize, k_step: usize) -> [BFrag; 2] {
+        let (base, lane_offset, xor) = self.ldmatrix_operands(row0, 2 * k_step, layout::ldmatrix_x4_keys16_lane);
         // SAFETY: converged warp, address inside the tile (caller).
         let r = unsafe { arch::ldmatrix_x4(base, lane_offset, xor) };
         [[r[0], r[1]], [r[2], r[3]]]

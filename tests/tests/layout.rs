@@ -36,13 +36,14 @@ fn q_fragment_from_ldmatrix_is_the_mma_a_fragment() {
 
 #[test]
 fn k_fragments_from_ldmatrix_are_b_fragments_of_k_transposed() {
-    // K tile rows are keys (n), columns dims (k); registers 0,1 feed k step 0, 2,3 k step 1.
+    // K tile rows are keys (n), columns dims (k); registers 0,1 feed key tile 0, 2,3 key tile 1,
+    // each pair in the order `mma` takes it.
     for lane in 0..32 {
         for reg in 0..4 {
             for i in 0..2 {
-                let (key, dim) = ldmatrix(lane, reg, i, false, ldmatrix_x4_rows8_lane);
+                let (key, dim) = ldmatrix(lane, reg, i, false, ldmatrix_x4_keys16_lane);
                 let (k, n) = mma_b_coords(lane, 2 * (reg % 2) + i);
-                assert_eq!((key, dim), (n, 16 * (reg / 2) + k), "lane {lane} reg {reg} half {i}");
+                assert_eq!((key, dim), (8 * (reg / 2) + n, k), "lane {lane} reg {reg} half {i}");
             }
         }
     }
@@ -109,7 +110,7 @@ fn bank_group(offset: usize) -> usize {
 fn ldmatrix_phases_are_free_of_bank_conflicts() {
     for chunks_per_row in [8, 16] {
         let patterns: [(&str, LaneAddress, usize); 2] =
-            [("rows16", ldmatrix_x4_rows16_lane, 2), ("rows8", ldmatrix_x4_rows8_lane, 4)];
+            [("rows16", ldmatrix_x4_rows16_lane, 2), ("keys16", ldmatrix_x4_keys16_lane, 2)];
         for (name, lane_addr, chunk_span) in patterns {
             for row0 in (0..64).step_by(8) {
                 for chunk0 in (0..chunks_per_row).step_by(chunk_span) {
@@ -211,7 +212,7 @@ fn copy_passes_that_keep_the_swizzle_move_by_a_constant() {
 
 #[test]
 fn swizzle_split_is_the_swizzled_offset() {
-    let patterns: [(LaneAddress, usize); 2] = [(ldmatrix_x4_rows16_lane, 2), (ldmatrix_x4_rows8_lane, 4)];
+    let patterns: [(LaneAddress, usize); 2] = [(ldmatrix_x4_rows16_lane, 2), (ldmatrix_x4_keys16_lane, 2)];
     for chunks_per_row in [8, 16, 32] {
         for (lane_addr, chunk_span) in patterns {
             for row0 in (0..128).step_by(8) {

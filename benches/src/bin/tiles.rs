@@ -3,7 +3,10 @@
 //! compute capability 9.0), graph-timed (the bench's table, for a few shapes in seconds instead
 //! of the whole bench).
 //!
-//!     tiles B,H,S,D [B,H,S,D ...]      e.g.  tiles 8,16,2048,64 8,16,2048,128
+//!     tiles [--q-tile-rows N] [--mma-sync-only] B,H,S,D [B,H,S,D ...]
+//!
+//! e.g. `tiles 8,16,2048,64 8,16,2048,128`; `--q-tile-rows 128` times only that tile height and
+//! `--mma-sync-only` leaves out the library's own pick (shorter A/B runs on a GPU).
 
 use cust::prelude::*;
 use flashcore::{kernels, Dtype, FlashAttention, ForwardOptions, KernelFamily};
@@ -16,12 +19,18 @@ fn parse(arg: &str) -> Option<Shape> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let shapes: Vec<Shape> = std::env::args()
-        .skip(1)
-        .map(|a| parse(&a).ok_or_else(|| format!("expected B,H,S,D, got {a:?}")))
-        .collect::<Result<_, _>>()?;
+    const USAGE: &str = "usage: tiles [--q-tile-rows N] [--mma-sync-only] B,H,S,D [B,H,S,D ...]";
+    let (mut shapes, mut only_rows, mut mma_sync_only) = (Vec::new(), None, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--q-tile-rows" => only_rows = Some(args.next().and_then(|n| n.parse::<usize>().ok()).ok_or(USAGE)?),
+            "--mma-sync-only" => mma_sync_only = true,
+            _ => shapes.push(parse(&arg).ok_or_else(|| format!("expected B,H,S,D, got {arg:?}; {USAGE}"))?),
+        }
+    }
     if shapes.is_empty() {
-        return Err("usage: tiles B,H,S,D [B,H,S,D ...]".into());
+        return Err(USAGE.into());
     }
     let _context = gpu_context_or_exit("tiles");
     let stream = Stream::new(StreamFlags::NON_BLOCKING, None)?;
@@ -36,6 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     && k.dtype == Dtype::F16
                     && !k.score_mods
                     && !k.varlen
+                    && only_rows.is_none_or(|rows| k.tile.q_tile_rows == rows)
             });
             let forced = heights.map(|kernel| {
                 ForwardOptions::new()
@@ -45,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
             let auto = ForwardOptions::new().causal(causal);
             let auto_is_mma_sync = workload.kernel(&flash, &auto).name == workload.kernel_name(&flash, &auto);
-            for options in forced.chain((!auto_is_mma_sync).then_some(auto)) {
+            for options in forced.chain((!auto_is_mma_sync && !mma_sync_only).then_some(auto)) {
                 let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
                 let kernel = workload.kernel_name(&flash, &options).to_string();
                 rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
