@@ -137,6 +137,9 @@ impl Schedule {
     #[inline(always)]
     fn tile<C: HopperTraits>(&self, index: u32) -> WorkTile {
         let (q_block_index, rest) = if C::MASKED {
+            // heads · batch as tiles / q_blocks: one division per work tile, and a masked grid
+            // has one work tile per CTA; a field would hold one more register through the loops
+            // of kernels that already spill (head dim 128).
             schedule::heaviest_first(index, self.q_blocks, self.tiles / self.q_blocks.max(1), GROUP_CTAS)
         } else {
             (index % self.q_blocks, index / self.q_blocks)
