@@ -314,7 +314,9 @@ pub const HEAD_DIM_128_Q64: TileConfig = TileConfig {
 
 /// Head dimension 128, large problems: 4 warps x 32 query rows, the first 2 of Q's 8 k steps in
 /// registers and the rest re-read from shared memory (4 in registers spill on sm_90), 32 keys per
-/// step (64-key tiles spill), 2 stages (64 KiB of shared memory).
+/// step, 2 stages (64 KiB of shared memory). 64-key tiles measured 1.6–2.7% faster on an H100 but
+/// take 96 KiB, one CTA per SM on an A100, and their score-mod variants spill
+/// (docs/perf-notes.md, "Ninth session").
 pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     head_dim: 128,
     q_tile_rows: 128,
