@@ -162,6 +162,29 @@ impl Row {
     }
 }
 
+/// The mma.sync kernels the bench and `tiles` time for a head dim: f16, fixed lengths, no score
+/// modifiers, masked when `causal`.
+pub fn timed_kernels(head_dim: usize, causal: bool) -> impl Iterator<Item = &'static flashcore::kernels::KernelInfo> {
+    let variant = flashcore::kernels::KernelVariant {
+        dtype: flashcore::Dtype::F16,
+        head_dim,
+        masked: causal,
+        score_mods: false,
+        varlen: false,
+    };
+    flashcore::kernels::KERNELS.iter().filter(move |k| variant.matches(k))
+}
+
+/// Options that force `kernel`'s tile shape (query rows and keys per step) on the mma.sync
+/// kernels, causal or not.
+pub fn forced_tile(causal: bool, kernel: &flashcore::kernels::KernelInfo) -> ForwardOptions<'static> {
+    ForwardOptions::new()
+        .causal(causal)
+        .kernel_family(flashcore::KernelFamily::MmaSync)
+        .q_tile_rows(kernel.tile.q_tile_rows)
+        .kv_tile_rows(kernel.tile.kv_tile_rows)
+}
+
 /// Times `calls` of `workload` with `options` both ways: (graph µs, back-to-back µs).
 pub fn time_both(
     workload: &mut Workload,

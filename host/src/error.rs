@@ -175,11 +175,14 @@ pub enum Error {
         /// Why not.
         reason: &'static str,
     },
-    /// No kernel has the forced tile configuration.
-    #[error("no kernel with {q_tile_rows} query rows per CTA for head_dim {head_dim}")]
+    /// No kernel of the call's kind (element type, head dimension, mask, score modifiers) has
+    /// the forced tile shape.
+    #[error("no kernel for this call with head_dim {head_dim}, {} query rows per CTA and {} keys per step", forced(.q_tile_rows), forced(.kv_tile_rows))]
     UnsupportedTile {
-        /// The forced query rows per CTA.
-        q_tile_rows: usize,
+        /// The forced query rows per CTA, if forced.
+        q_tile_rows: Option<usize>,
+        /// The forced keys per step, if forced.
+        kv_tile_rows: Option<usize>,
         /// The head dimension.
         head_dim: usize,
     },
@@ -318,3 +321,8 @@ pub(crate) fn driver(call: &'static str, code: cust::sys::CUresult) -> Result<()
 
 /// `Result` with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A forced tile dimension in an error message: the number, or "any".
+fn forced(rows: &Option<usize>) -> String {
+    rows.map_or_else(|| "any".to_string(), |rows| rows.to_string())
+}

@@ -20,7 +20,8 @@ use crate::element::Element;
 use crate::error::{driver, Error, Operand, Result};
 use crate::hopper::{encode_tensor_maps, plan_hopper, use_hopper, HopperPlan};
 use crate::kernels::{
-    check_device, combine_kernel, ptx_for_device, KernelInfo, APPEND_KERNEL, HOPPER_KERNELS, HOPPER_PTX, KERNELS,
+    check_device, combine_kernel, ptx_for_device, DeviceLimits, KernelInfo, KernelVariant, TileShape, APPEND_KERNEL,
+    HOPPER_KERNELS, HOPPER_PTX, KERNELS,
 };
 use crate::kv_cache::KvCache;
 use crate::options::ForwardOptions;
@@ -80,7 +81,7 @@ pub struct FlashAttention {
     hopper: Option<HopperModule>,
     context: ContextHandle,
     compute_capability: (i32, i32),
-    multiprocessors: usize,
+    limits: DeviceLimits,
     device_name: String,
     tuning: RwLock<TuningTable>,
 }
@@ -141,18 +142,24 @@ impl FlashAttention {
         let device = CurrentContext::get_device()?;
         let major = device.get_attribute(DeviceAttribute::ComputeCapabilityMajor)?;
         let minor = device.get_attribute(DeviceAttribute::ComputeCapabilityMinor)?;
-        // cust 0.3.2's DeviceAttribute has no opt-in shared-memory limit; ask the driver.
-        let mut smem_optin = 0i32;
-        // SAFETY: valid out-pointer, attribute and device handle.
-        driver("cuDeviceGetAttribute", unsafe {
-            cu::cuDeviceGetAttribute(
-                &mut smem_optin,
-                cu::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
-                device.as_raw(),
-            )
-        })?;
-        check_device(major, minor, smem_optin as usize)?;
-        let multiprocessors = device.get_attribute(DeviceAttribute::MultiprocessorCount)? as usize;
+        // cust 0.3.2's DeviceAttribute has neither the opt-in shared-memory limit nor the
+        // reservation per block; ask the driver.
+        let raw_attribute = |attribute| -> Result<usize> {
+            let mut value = 0i32;
+            // SAFETY: valid out-pointer, attribute and device handle.
+            driver("cuDeviceGetAttribute", unsafe {
+                cu::cuDeviceGetAttribute(&mut value, attribute, device.as_raw())
+            })?;
+            Ok(value as usize)
+        };
+        use cu::CUdevice_attribute::*;
+        let smem_optin = raw_attribute(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
+        check_device(major, minor, smem_optin)?;
+        let limits = DeviceLimits {
+            multiprocessors: device.get_attribute(DeviceAttribute::MultiprocessorCount)? as usize,
+            smem_per_multiprocessor: device.get_attribute(DeviceAttribute::MaxSharedMemoryPerMultiprocessor)? as usize,
+            reserved_smem_per_cta: raw_attribute(CU_DEVICE_ATTRIBUTE_RESERVED_SHARED_MEMORY_PER_BLOCK)?,
+        };
         let context = current_context()?;
         let module = Module::from_ptx(ptx_for_device(major, minor), &[])?;
         let mut functions = Vec::with_capacity(KERNELS.len());
@@ -164,7 +171,7 @@ impl FlashAttention {
         let combine = [KernelFunction(combine_f16?.to_raw()), KernelFunction(combine_bf16?.to_raw())];
         let append = KernelFunction(module.get_function(APPEND_KERNEL)?.to_raw());
         // sm_90a code runs on compute capability 9.0 exactly.
-        let hopper = if (major, minor) == (9, 0) { Some(load_hopper(smem_optin as usize)?) } else { None };
+        let hopper = if (major, minor) == (9, 0) { Some(load_hopper(smem_optin)?) } else { None };
         let device_name = device.name()?;
         // A cache from an earlier `autotune` on this device and these kernels, if any.
         let tuning = cache_path(&device_name).and_then(|path| TuningTable::load(&path).ok()).unwrap_or_default();
@@ -176,7 +183,7 @@ impl FlashAttention {
             hopper,
             context,
             compute_capability: (major, minor),
-            multiprocessors,
+            limits,
             device_name,
             tuning: RwLock::new(tuning),
         })
@@ -211,24 +218,16 @@ impl FlashAttention {
             .collect()
     }
 
-    /// Times every tile configuration on `stream` for each `[batch, heads, seq, head_dim]` in
-    /// `shapes`, masked (timed causal) and not, and from then on uses the fastest for problems of the same
-    /// class ([`TuningKey`]); the table is saved under the user's cache directory (and loaded by
-    /// later [`new`](Self::new) calls on this device). `show_progress` draws a progress bar on
-    /// the terminal. Inputs are pseudo-random; timing is per call in a CUDA graph.
+    /// Times every mma.sync tile shape (query rows per CTA x keys per step) on `stream` for each
+    /// `[batch, heads, seq, head_dim]` in `shapes`, masked (timed causal) and not, and from then
+    /// on uses the fastest for problems of the same class ([`TuningKey`]); the table is saved
+    /// under the user's cache directory (and loaded by later [`new`](Self::new) calls on this
+    /// device). `show_progress` draws a progress bar on the terminal. Inputs are pseudo-random;
+    /// timing is per call in a CUDA graph.
     pub fn autotune(&self, stream: &Stream, shapes: &[[usize; 4]], show_progress: bool) -> Result<Vec<TuningResult>> {
-        let candidates = |head_dim: usize, masked: bool| -> Vec<usize> {
-            KERNELS
-                .iter()
-                .filter(|k| {
-                    k.dtype == Dtype::F16
-                        && k.tile.head_dim == head_dim
-                        && k.masked == masked
-                        && !k.score_mods
-                        && !k.varlen
-                })
-                .map(|k| k.tile.q_tile_rows)
-                .collect()
+        let candidates = |head_dim: usize, masked: bool| -> Vec<TileShape> {
+            let variant = KernelVariant { dtype: Dtype::F16, head_dim, masked, score_mods: false, varlen: false };
+            KERNELS.iter().filter(|k| variant.matches(k)).map(|k| TileShape::of(&k.tile)).collect()
         };
         let total: usize = shapes.iter().map(|s| candidates(s[3], false).len() + candidates(s[3], true).len()).sum();
         let bar = if show_progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
@@ -250,15 +249,18 @@ impl FlashAttention {
             // The masked kernels are timed with the causal mask, their most common use.
             for masked in [false, true] {
                 let mut micros = Vec::new();
-                for rows in candidates(head_dim, masked) {
-                    bar.set_message(format!("{shape:?} masked={masked} q_tile_rows={rows}"));
-                    let options = ForwardOptions::new().causal(masked).q_tile_rows(rows);
+                for tile in candidates(head_dim, masked) {
+                    bar.set_message(format!("{shape:?} masked={masked} tile={tile}"));
+                    let options = ForwardOptions::new()
+                        .causal(masked)
+                        .q_tile_rows(tile.q_tile_rows)
+                        .kv_tile_rows(tile.kv_tile_rows);
                     let (tq, tk, tv) =
                         (AttnTensor::new(&q, layout), AttnTensor::new(&k, layout), AttnTensor::new(&v, layout));
                     let us = timing::graph_per_call(stream, 10, 5, |_| {
                         self.forward(stream, &tq, &tk, &tv, &mut AttnTensorMut::new(&mut o, layout), &options)
                     })?;
-                    micros.push((rows, us));
+                    micros.push((tile, us));
                     bar.inc(1);
                 }
                 let Some(&(chosen, _)) = micros.iter().min_by(|a, b| a.1.total_cmp(&b.1)) else { continue };
@@ -281,24 +283,46 @@ impl FlashAttention {
     /// The kernel a call of `problem` would launch (validating it as the call would, tuning
     /// applied).
     pub fn selected_kernel(&self, problem: &ForwardProblem<'_>) -> Result<&'static KernelInfo> {
-        Ok(plan(&self.tuned(problem), self.multiprocessors)?.kernel)
+        Ok(plan(&self.tuned(problem), &self.limits)?.kernel)
     }
 
-    /// `problem` with its tile height taken from the tuning table or the architecture's built-in
-    /// default, unless forced or unknown.
+    /// `problem` with its tile shape taken from the tuning table, or its tile height from the
+    /// architecture's built-in default, unless part of the shape is forced or the entry names no
+    /// kernel of this build.
     fn tuned<'a>(&self, problem: &ForwardProblem<'a>) -> ForwardProblem<'a> {
         let mut problem = *problem;
         let options = problem.options;
         let [batch, heads, seq_q, head_dim] = problem.q.layout.shape;
-        if options.forced_q_tile_rows().is_none() {
-            let key = TuningKey::new(head_dim, options.is_masked(), batch.saturating_mul(heads), seq_q);
-            let (major, minor) = self.compute_capability;
-            let measured = read(&self.tuning).get(&key);
-            if let Some(rows) = measured.or_else(|| builtin_default(major, minor, &key)) {
-                let exists = KERNELS.iter().any(|k| k.tile.head_dim == head_dim && k.tile.q_tile_rows == rows);
-                if exists {
-                    problem.options = options.q_tile_rows(rows);
-                }
+        if options.forces_tile() {
+            return problem;
+        }
+        let key = TuningKey::new(head_dim, options.is_masked(), batch.saturating_mul(heads), seq_q);
+        let (major, minor) = self.compute_capability;
+        // Tuning is timed on the plain f16 kernels; a shape the call's own variant lacks (the
+        // score-modifier kernels have no 64-key head-dim-128 tiles) keeps only its height.
+        let variant = KernelVariant {
+            dtype: problem.dtype,
+            head_dim,
+            masked: options.is_masked(),
+            score_mods: options.modifies_scores(),
+            varlen: problem.varlen.is_some(),
+        };
+        let exists = |q_rows: usize, kv_rows: Option<usize>| {
+            KERNELS.iter().any(|k| {
+                variant.matches(k)
+                    && k.tile.q_tile_rows == q_rows
+                    && kv_rows.is_none_or(|rows| k.tile.kv_tile_rows == rows)
+            })
+        };
+        let measured = read(&self.tuning).get(&key);
+        let (q_rows, kv_rows) = match measured {
+            Some(tile) => (Some(tile.q_tile_rows), Some(tile.kv_tile_rows)),
+            None => (builtin_default(major, minor, &key), None),
+        };
+        if let Some(q_rows) = q_rows.filter(|&rows| exists(rows, None)) {
+            problem.options = options.q_tile_rows(q_rows);
+            if let Some(kv_rows) = kv_rows.filter(|&rows| exists(q_rows, Some(rows))) {
+                problem.options = problem.options.kv_tile_rows(kv_rows);
             }
         }
         problem
@@ -306,7 +330,12 @@ impl FlashAttention {
 
     /// The number of multiprocessors (SMs) of the device.
     pub fn multiprocessors(&self) -> usize {
-        self.multiprocessors
+        self.limits.multiprocessors
+    }
+
+    /// What the kernel choice knows of the device: SMs and shared memory.
+    pub fn device_limits(&self) -> DeviceLimits {
+        self.limits
     }
 
     /// Enqueues `o = softmax(q·kᵀ·scale [+ mask] [+ ALiBi])·v` on `stream`, for f16 or bf16
@@ -422,7 +451,7 @@ impl FlashAttention {
                 lengths: cache.lengths(),
                 options: *options,
             };
-            plan_kv_cache(&problem, self.multiprocessors, scratch)
+            plan_kv_cache(&problem, &self.limits, scratch)
         };
         let scratch = cache.scratch(0)?;
         let mut kv_plan = plan_with(cache, scratch)?;
@@ -482,12 +511,13 @@ impl FlashAttention {
     /// The launch a call of `problem` maps to (validated, tuning applied): a Hopper kernel where
     /// the kernel family and the device allow one, else an mma.sync kernel.
     fn choose(&self, problem: &ForwardProblem<'_>) -> Result<Launch> {
-        let plan = plan(&self.tuned(problem), self.multiprocessors)?;
-        // The Hopper kernels have no tile heights to tune: judge them on the caller's options.
-        let hopper = plan_hopper(problem, &plan, self.multiprocessors);
+        let plan = plan(&self.tuned(problem), &self.limits)?;
+        // The Hopper kernels have no tile shapes to tune: judge them on the caller's options.
+        let multiprocessors = self.limits.multiprocessors;
+        let hopper = plan_hopper(problem, &plan, multiprocessors);
         let family = problem.options.kernel_family_value();
         Ok(match hopper {
-            Ok(h) if use_hopper(family, self.hopper.is_some(), &hopper, self.multiprocessors)? => Launch::Hopper(h),
+            Ok(h) if use_hopper(family, self.hopper.is_some(), &hopper, multiprocessors)? => Launch::Hopper(h),
             _ => Launch::MmaSync(plan),
         })
     }

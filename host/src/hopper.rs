@@ -69,8 +69,8 @@ pub fn plan_hopper(
     if base.kernel.score_mods {
         return Err("softcap and ALiBi run the mma.sync kernels");
     }
-    if options.forced_q_tile_rows().is_some() {
-        return Err("a forced q_tile_rows names an mma.sync configuration");
+    if options.forces_tile() {
+        return Err("a forced q_tile_rows or kv_tile_rows names an mma.sync configuration");
     }
     let [batch, heads, seq_q, head_dim] = problem.q.layout.shape;
     let kernel =

@@ -115,44 +115,121 @@ pub const APPEND_KERNEL: &str = "kv_cache_append";
 /// Head dimensions with a kernel.
 pub const SUPPORTED_HEAD_DIMS: [usize; 5] = [32, 64, 96, 128, 256];
 
-/// The kernel for a problem: its element type and head dimension, whether it is masked (causal
+/// The shape of an mma.sync tile configuration: query rows per CTA and keys per main-loop step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TileShape {
+    /// Query rows per CTA.
+    pub q_tile_rows: usize,
+    /// Keys (K/V rows) per main-loop step.
+    pub kv_tile_rows: usize,
+}
+
+impl TileShape {
+    /// The shape of `tile`.
+    pub const fn of(tile: &TileConfig) -> Self {
+        Self { q_tile_rows: tile.q_tile_rows, kv_tile_rows: tile.kv_tile_rows }
+    }
+}
+
+impl std::fmt::Display for TileShape {
+    /// `q_tile_rows x kv_tile_rows`, e.g. `128x64`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}x{}", self.q_tile_rows, self.kv_tile_rows)
+    }
+}
+
+/// What the kernel choice needs to know of the device it runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Streaming multiprocessors (SMs).
+    pub multiprocessors: usize,
+    /// Shared memory of one SM, shared by the CTAs resident on it, in bytes.
+    pub smem_per_multiprocessor: usize,
+    /// Shared memory the driver reserves per CTA (1 KiB from sm_80), in bytes.
+    pub reserved_smem_per_cta: usize,
+}
+
+impl DeviceLimits {
+    /// How many CTAs of `tile` the shared memory of one SM holds at once.
+    pub const fn ctas_by_smem(&self, tile: &TileConfig) -> usize {
+        self.smem_per_multiprocessor / (tile.smem_bytes() + self.reserved_smem_per_cta)
+    }
+}
+
+/// CTAs per SM that the 4-warp mma.sync kernels can have resident by registers: at up to 255
+/// registers per thread, 128 threads take half of an SM's 64 Ki registers.
+pub const RESIDENT_CTAS_BY_REGISTERS: usize = 2;
+
+/// What a call needs of its kernel: element type, head dimension, whether it is masked (causal
 /// or windowed), modifies scores (softcap, ALiBi) and reads sequence geometry from device arrays
-/// (varlen, KV cache), and the tile height.
+/// (varlen, KV cache).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelVariant {
+    /// Element type of Q, K, V and O.
+    pub dtype: Dtype,
+    /// Head dimension.
+    pub head_dim: usize,
+    /// Causal or sliding-window masking.
+    pub masked: bool,
+    /// Softcap or ALiBi.
+    pub score_mods: bool,
+    /// Variable lengths, KV cache, paging or split-KV.
+    pub varlen: bool,
+}
+
+impl KernelVariant {
+    /// Whether `kernel` is of this variant (any tile configuration).
+    pub fn matches(&self, kernel: &KernelInfo) -> bool {
+        kernel.dtype == self.dtype
+            && kernel.tile.head_dim == self.head_dim
+            && kernel.masked == self.masked
+            && kernel.score_mods == self.score_mods
+            && kernel.varlen == self.varlen
+    }
+}
+
+/// The kernel of `variant` for `batch_heads` (batch · heads) query blocks of `seq_q` rows on
+/// `device`; `q_tile_rows` and `kv_tile_rows`, where given, force that part of the tile shape
+/// (`None` when no kernel has it).
 ///
-/// With `q_tile_rows` given, exactly that configuration (or `None`). Otherwise the tallest Q
-/// tile that still gives at least one CTA per multiprocessor (`batch_heads · ⌈seq_q / rows⌉ ≥
-/// multiprocessors`): tall tiles halve shared-memory traffic per FLOP, short ones fill the GPU
-/// when there is little work; with too little work for any, the shortest.
-#[allow(clippy::too_many_arguments)]
+/// - The tile height: the tallest Q tile that still gives at least one CTA per multiprocessor
+///   (`batch_heads · ⌈seq_q / rows⌉ ≥ multiprocessors`): tall tiles halve shared-memory traffic
+///   per FLOP, short ones fill the GPU when there is little work; with too little work for any,
+///   the shortest.
+/// - Keys per step, where a height has more than one: the most of which
+///   [`RESIDENT_CTAS_BY_REGISTERS`] CTAs fit an SM's shared memory, else the fewest. Wider steps
+///   read Q once per more keys (head dim 128 at 128 rows: 64 keys measured 1.6–2.7% faster than
+///   32 on an H100, two CTAs of either per SM), but not at the cost of a resident CTA (an A100's
+///   164 KiB holds two 64 KiB CTAs, one of 96 KiB). sm_86 and sm_89, where one CTA of either
+///   fits, keep the fewest: the wider was not measured there.
 pub fn select(
-    dtype: Dtype,
-    head_dim: usize,
-    masked: bool,
-    score_mods: bool,
-    varlen: bool,
+    variant: KernelVariant,
     batch_heads: usize,
     seq_q: usize,
-    multiprocessors: usize,
+    device: &DeviceLimits,
     q_tile_rows: Option<usize>,
+    kv_tile_rows: Option<usize>,
 ) -> Option<&'static KernelInfo> {
     // Runs on every launch: iterate the static table, allocate nothing.
     let candidates = || {
         KERNELS.iter().filter(move |k| {
-            k.dtype == dtype
-                && k.tile.head_dim == head_dim
-                && k.masked == masked
-                && k.score_mods == score_mods
-                && k.varlen == varlen
+            variant.matches(k)
+                && q_tile_rows.is_none_or(|rows| k.tile.q_tile_rows == rows)
+                && kv_tile_rows.is_none_or(|rows| k.tile.kv_tile_rows == rows)
         })
     };
-    if let Some(rows) = q_tile_rows {
-        return candidates().find(|k| k.tile.q_tile_rows == rows);
-    }
-    let fills = |k: &&KernelInfo| batch_heads.saturating_mul(seq_q.div_ceil(k.tile.q_tile_rows)) >= multiprocessors;
-    candidates()
+    let fills =
+        |k: &&KernelInfo| batch_heads.saturating_mul(seq_q.div_ceil(k.tile.q_tile_rows)) >= device.multiprocessors;
+    let height = candidates()
         .filter(fills)
-        .max_by_key(|k| k.tile.q_tile_rows)
-        .or_else(|| candidates().min_by_key(|k| k.tile.q_tile_rows))
+        .map(|k| k.tile.q_tile_rows)
+        .max()
+        .or_else(|| candidates().map(|k| k.tile.q_tile_rows).min())?;
+    let at_height = || candidates().filter(move |k| k.tile.q_tile_rows == height);
+    at_height()
+        .filter(|k| device.ctas_by_smem(&k.tile) >= RESIDENT_CTAS_BY_REGISTERS)
+        .max_by_key(|k| k.tile.kv_tile_rows)
+        .or_else(|| at_height().min_by_key(|k| k.tile.kv_tile_rows))
 }
 
 /// Checks that a device of compute capability `major.minor`, granting `smem_per_block` bytes of

@@ -43,7 +43,7 @@ pub use element::Element;
 pub use error::{Dim, Error, Operand, Result};
 pub use flash::{FlashAttention, KernelResources};
 pub use half::{bf16, f16};
-pub use kernels::SUPPORTED_HEAD_DIMS;
+pub use kernels::{DeviceLimits, TileShape, SUPPORTED_HEAD_DIMS};
 pub use kv_cache::{KvCache, PAGE_ROWS_MULTIPLE};
 pub use options::{ForwardOptions, KernelFamily, SlopesArg};
 pub use tensor::{AttnTensor, AttnTensorMut, TensorLayout};

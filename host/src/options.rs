@@ -46,6 +46,7 @@ pub struct ForwardOptions<'a> {
     softcap: f32,
     softmax_scale: Option<f32>,
     q_tile_rows: Option<usize>,
+    kv_tile_rows: Option<usize>,
     num_splits: usize,
     family: KernelFamily,
     alibi: Option<SlopesArg>,
@@ -67,6 +68,7 @@ impl ForwardOptions<'static> {
             softcap: 0.0,
             softmax_scale: None,
             q_tile_rows: None,
+            kv_tile_rows: None,
             num_splits: 0,
             family: KernelFamily::Auto,
             alibi: None,
@@ -173,8 +175,10 @@ impl<'a> ForwardOptions<'a> {
         self
     }
 
-    /// Forces the kernel configuration with this many query rows per CTA (64 or 128) instead of
-    /// the automatic choice; for benchmarking and tuning. Other values are an error at launch.
+    /// Forces an mma.sync kernel configuration with this many query rows per CTA (64 or 128)
+    /// instead of the automatic choice; for benchmarking and tuning. Values no configuration of
+    /// the call's kind has are an error at launch
+    /// ([`Error::UnsupportedTile`](crate::Error::UnsupportedTile)).
     pub const fn q_tile_rows(mut self, rows: usize) -> Self {
         self.q_tile_rows = Some(rows);
         self
@@ -183,6 +187,27 @@ impl<'a> ForwardOptions<'a> {
     /// The forced query rows per CTA, if any.
     pub const fn forced_q_tile_rows(&self) -> Option<usize> {
         self.q_tile_rows
+    }
+
+    /// Forces an mma.sync kernel configuration with this many keys per main-loop step (the
+    /// configurations have 32 or 64; head dim 128 at 128 query rows has both) instead of the
+    /// automatic choice; for benchmarking, tuning and tests. As with
+    /// [`q_tile_rows`](Self::q_tile_rows), a value no configuration of the call's kind has is an
+    /// error at launch.
+    pub const fn kv_tile_rows(mut self, rows: usize) -> Self {
+        self.kv_tile_rows = Some(rows);
+        self
+    }
+
+    /// The forced keys per main-loop step, if any.
+    pub const fn forced_kv_tile_rows(&self) -> Option<usize> {
+        self.kv_tile_rows
+    }
+
+    /// Whether part of the mma.sync tile shape is forced ([`q_tile_rows`](Self::q_tile_rows) or
+    /// [`kv_tile_rows`](Self::kv_tile_rows)).
+    pub const fn forces_tile(&self) -> bool {
+        self.q_tile_rows.is_some() || self.kv_tile_rows.is_some()
     }
 
     /// Chooses the kernel family (default [`KernelFamily::Auto`]): to compare the two on

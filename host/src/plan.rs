@@ -3,7 +3,7 @@
 
 use crate::abi::{AppendParams, AttentionParams, CombineParams, Dtype, ExtendedParams, Strides, APPEND_THREADS};
 use crate::error::{Dim, Error, Operand, Result};
-use crate::kernels::{self, KernelInfo};
+use crate::kernels::{self, DeviceLimits, KernelInfo, KernelVariant};
 use crate::options::ForwardOptions;
 use crate::tensor::TensorLayout;
 
@@ -116,10 +116,9 @@ pub struct LaunchPlan {
     pub extended: ExtendedParams,
 }
 
-/// Checks every argument of `problem` and returns the launch it maps to on a device with
-/// `multiprocessors` SMs (which steers the tile choice, see [`kernels::select`]), or the first
-/// error.
-pub fn plan(problem: &ForwardProblem<'_>, multiprocessors: usize) -> Result<LaunchPlan> {
+/// Checks every argument of `problem` and returns the launch it maps to on `device` (whose SM
+/// count and shared memory steer the tile choice, see [`kernels::select`]), or the first error.
+pub fn plan(problem: &ForwardProblem<'_>, device: &DeviceLimits) -> Result<LaunchPlan> {
     let ForwardProblem { dtype, q, k, v, o, lse, varlen, options } = *problem;
     check_shapes(&q.layout, &k.layout, &v.layout, &options)?;
     check_dims(Operand::O, &o.layout)?;
@@ -159,7 +158,7 @@ pub fn plan(problem: &ForwardProblem<'_>, multiprocessors: usize) -> Result<Laun
     }
     let alibi_batch_stride = check_alibi(&options, sequences, heads)?;
 
-    let kernel = select_kernel(dtype, &options, head_dim, varlen.is_some(), sequences * heads, max_q, multiprocessors)?;
+    let kernel = select_kernel(dtype, &options, head_dim, varlen.is_some(), sequences * heads, max_q, device)?;
     let (mut params, mut extended) = attention_params(&options, kernel, head_dim);
     params.q = q.address;
     params.k = k.address;
@@ -201,7 +200,7 @@ pub fn plan(problem: &ForwardProblem<'_>, multiprocessors: usize) -> Result<Laun
     })
 }
 
-/// The kernel for the options (masked, score modifiers, forced tile height) and the problem size.
+/// The kernel for the options (masked, score modifiers, forced tile shape) and the problem size.
 fn select_kernel(
     dtype: Dtype,
     options: &ForwardOptions<'_>,
@@ -209,12 +208,16 @@ fn select_kernel(
     varlen: bool,
     batch_heads: usize,
     seq_q: usize,
-    multiprocessors: usize,
+    device: &DeviceLimits,
 ) -> Result<&'static KernelInfo> {
-    let forced = options.forced_q_tile_rows();
-    let (masked, score_mods) = (options.is_masked(), options.modifies_scores());
-    kernels::select(dtype, head_dim, masked, score_mods, varlen, batch_heads, seq_q, multiprocessors, forced)
-        .ok_or(Error::UnsupportedTile { q_tile_rows: forced.unwrap_or(0), head_dim })
+    let variant =
+        KernelVariant { dtype, head_dim, masked: options.is_masked(), score_mods: options.modifies_scores(), varlen };
+    let (q_tile_rows, kv_tile_rows) = (options.forced_q_tile_rows(), options.forced_kv_tile_rows());
+    kernels::select(variant, batch_heads, seq_q, device, q_tile_rows, kv_tile_rows).ok_or(Error::UnsupportedTile {
+        q_tile_rows,
+        kv_tile_rows,
+        head_dim,
+    })
 }
 
 /// Parameters that follow from the options alone; every address, stride and length is 0.
@@ -498,12 +501,12 @@ pub struct KvCachePlan {
     pub scratch_len: usize,
 }
 
-/// Checks a KV-cache call and returns its launches on a device with `multiprocessors` SMs;
-/// `scratch` is the f32 scratch buffer (address, elements) for split-KV partials. If
-/// [`KvCachePlan::scratch_len`] exceeds the scratch given, grow it and plan again.
+/// Checks a KV-cache call and returns its launches on `device`; `scratch` is the f32 scratch
+/// buffer (address, elements) for split-KV partials. If [`KvCachePlan::scratch_len`] exceeds the
+/// scratch given, grow it and plan again.
 pub fn plan_kv_cache(
     problem: &KvCacheProblem<'_>,
-    multiprocessors: usize,
+    device: &DeviceLimits,
     scratch: (u64, usize),
 ) -> Result<KvCachePlan> {
     let KvCacheProblem { dtype, q, o, k_new, v_new, cache, lengths, options } = *problem;
@@ -553,11 +556,11 @@ pub fn plan_kv_cache(
     }
     let alibi_batch_stride = check_alibi(&options, batch, heads)?;
 
-    let kernel = select_kernel(dtype, &options, head_dim, true, batch * heads, seq_q, multiprocessors)?;
+    let kernel = select_kernel(dtype, &options, head_dim, true, batch * heads, seq_q, device)?;
     let q_blocks = seq_q.div_ceil(kernel.tile.q_tile_rows);
     let longest = lengths.iter().map(|&l| l as usize).max().unwrap_or(0) + rows;
     let splits = match options.num_splits_value() {
-        0 => auto_splits(batch * heads * q_blocks, longest.div_ceil(kernel.tile.kv_tile_rows), multiprocessors),
+        0 => auto_splits(batch * heads * q_blocks, longest.div_ceil(kernel.tile.kv_tile_rows), device.multiprocessors),
         n => n,
     };
 

@@ -1,4 +1,4 @@
-//! Autotuning: the fastest tile configuration per (head dim, causality, problem size), measured
+//! Autotuning: the fastest tile shape per (head dim, causality, problem size), measured
 //! on the device by [`FlashAttention::autotune`](crate::FlashAttention::autotune) and cached per
 //! device under the user's cache directory. Without an entry, a built-in default measured for
 //! the GPU's architecture ([`builtin_default`]), else the rule of
@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::kernels::PTX;
+use crate::kernels::{TileShape, PTX};
 
 /// The class of problems one tuning entry covers: head dim, masking, and the sizes that steer
 /// the choice (query rows per head and batch·heads) rounded up to powers of two.
@@ -36,21 +36,21 @@ fn ceil_log2(n: usize) -> u32 {
     usize::BITS - n.max(1).saturating_sub(1).leading_zeros()
 }
 
-/// Measured choices: query rows per CTA for each [`TuningKey`].
+/// Measured choices: the tile shape for each [`TuningKey`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TuningTable {
-    entries: BTreeMap<TuningKey, usize>,
+    entries: BTreeMap<TuningKey, TileShape>,
 }
 
 impl TuningTable {
-    /// The tuned query rows per CTA for `key`, if measured.
-    pub fn get(&self, key: &TuningKey) -> Option<usize> {
+    /// The tuned tile shape for `key`, if measured.
+    pub fn get(&self, key: &TuningKey) -> Option<TileShape> {
         self.entries.get(key).copied()
     }
 
     /// Records a choice.
-    pub fn insert(&mut self, key: TuningKey, q_tile_rows: usize) {
-        self.entries.insert(key, q_tile_rows);
+    pub fn insert(&mut self, key: TuningKey, tile: TileShape) {
+        self.entries.insert(key, tile);
     }
 
     /// Number of entries.
@@ -63,12 +63,16 @@ impl TuningTable {
         self.entries.is_empty()
     }
 
-    /// The text form: one `head_dim masked seq_bucket batch_heads_bucket q_tile_rows` line per
-    /// entry.
+    /// The text form: one `head_dim masked seq_bucket batch_heads_bucket q_tile_rows
+    /// kv_tile_rows` line per entry.
     pub fn to_text(&self) -> String {
-        let mut text = String::from("# flashcore tuning: head_dim masked seq_bucket batch_heads_bucket q_tile_rows\n");
-        for (k, rows) in &self.entries {
-            text += &format!("{} {} {} {} {}\n", k.head_dim, k.masked as u8, k.seq_bucket, k.batch_heads_bucket, rows);
+        let mut text = String::from(
+            "# flashcore tuning: head_dim masked seq_bucket batch_heads_bucket q_tile_rows kv_tile_rows\n",
+        );
+        for (k, tile) in &self.entries {
+            let TileShape { q_tile_rows, kv_tile_rows } = tile;
+            let (masked, seq, bh) = (k.masked as u8, k.seq_bucket, k.batch_heads_bucket);
+            text += &format!("{} {masked} {seq} {bh} {q_tile_rows} {kv_tile_rows}\n", k.head_dim);
         }
         text
     }
@@ -79,14 +83,15 @@ impl TuningTable {
         let mut table = Self::default();
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let fields: Vec<usize> = line.split_whitespace().filter_map(|f| f.parse().ok()).collect();
-            if let [head_dim, masked @ (0 | 1), seq_bucket, batch_heads_bucket, rows] = fields[..] {
+            if let [head_dim, masked @ (0 | 1), seq_bucket, batch_heads_bucket, q_tile_rows, kv_tile_rows] = fields[..]
+            {
                 let key = TuningKey {
                     head_dim,
                     masked: masked == 1,
                     seq_bucket: seq_bucket as u32,
                     batch_heads_bucket: batch_heads_bucket as u32,
                 };
-                table.insert(key, rows);
+                table.insert(key, TileShape { q_tile_rows, kv_tile_rows });
             }
         }
         table
@@ -142,8 +147,8 @@ pub struct TuningResult {
     pub shape: [usize; 4],
     /// Masked (timed with the causal mask) or not.
     pub masked: bool,
-    /// Microseconds per call (CUDA graph) for each query-rows-per-CTA candidate.
-    pub micros: Vec<(usize, f64)>,
+    /// Microseconds per call (CUDA graph) for each candidate tile shape.
+    pub micros: Vec<(TileShape, f64)>,
     /// The fastest candidate, now used for this problem class.
-    pub chosen: usize,
+    pub chosen: TileShape,
 }

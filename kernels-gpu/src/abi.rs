@@ -314,15 +314,31 @@ pub const HEAD_DIM_128_Q64: TileConfig = TileConfig {
 
 /// Head dimension 128, large problems: 4 warps x 32 query rows, the first 2 of Q's 8 k steps in
 /// registers and the rest re-read from shared memory (4 in registers spill on sm_90), 32 keys per
-/// step, 2 stages (64 KiB of shared memory). 64-key tiles measured 1.6–2.7% faster on an H100 but
-/// take 96 KiB, one CTA per SM on an A100, and their score-mod variants spill
-/// (docs/perf-notes.md, "Ninth session").
+/// step, 2 stages (64 KiB of shared memory): two CTAs per SM on every GPU from sm_80 with
+/// 164 KiB or more per SM.
 pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     head_dim: 128,
     q_tile_rows: 128,
     m_tiles: 2,
     q_register_k_steps: 2,
     kv_tile_rows: 32,
+    warps: 4,
+    stages: 2,
+};
+
+/// Head dimension 128, large problems, 64 keys per step: as [`HEAD_DIM_128_Q128`] with Q
+/// re-read from shared memory for every k step (S's 64 registers take the room of Q's), so each
+/// K/V step reads Q once per 64 keys instead of 32. 96 KiB of shared memory: two CTAs per SM
+/// only where an SM has 194 KiB or more (sm_90), which is where the host chooses it
+/// (`kernels::select`); measured 1.6–2.7% faster than 32-key tiles on an H100
+/// (docs/perf-notes.md, "Ninth session"). Plain and masked kernels only: the score-modifier
+/// variants spill.
+pub const HEAD_DIM_128_Q128_K64: TileConfig = TileConfig {
+    head_dim: 128,
+    q_tile_rows: 128,
+    m_tiles: 2,
+    q_register_k_steps: 0,
+    kv_tile_rows: 64,
     warps: 4,
     stages: 2,
 };
@@ -363,8 +379,9 @@ pub const fn register_cap(tile: &TileConfig, major: i32, minor: i32) -> Option<u
 
 /// Calls `$callback! { (config, TILE_CONFIG, variant, dtype, masked, score_mods, varlen), ... }`
 /// with every attention entry point: each tile configuration x {f16, bf16} x masked x score
-/// modifiers, and for one configuration per head dimension the same again with varlen. The entry
-/// point is named `attention_fwd_<config>_<variant>`.
+/// modifiers (the `unmodified` configurations without score modifiers), and for one
+/// configuration per head dimension the same again with varlen. The entry point is named
+/// `attention_fwd_<config>_<variant>`.
 ///
 /// - masked: causal or sliding-window attention (the window is a launch parameter);
 /// - score modifiers: softcap and/or ALiBi (launch parameters);
@@ -389,6 +406,9 @@ macro_rules! for_each_kernel {
                 (d128_q128, HEAD_DIM_128_Q128)
                 (d256_q64, HEAD_DIM_256_Q64)
             ]
+            unmodified: [
+                (d128_q128_k64, HEAD_DIM_128_Q128_K64)
+            ]
             varlen: [
                 (d32_q64, HEAD_DIM_32_Q64)
                 (d64_q64, HEAD_DIM_64_Q64)
@@ -400,6 +420,7 @@ macro_rules! for_each_kernel {
     };
     (@expand $callback:ident
         fixed: [ $( ($config:ident, $tile:ident) )* ]
+        unmodified: [ $( ($uconfig:ident, $utile:ident) )* ]
         varlen: [ $( ($vconfig:ident, $vtile:ident) )* ]
     ) => {
         $callback! {
@@ -412,6 +433,12 @@ macro_rules! for_each_kernel {
                 ($config, $tile, bf16_masked, Bf16, true, false, false),
                 ($config, $tile, bf16_scoremod, Bf16, false, true, false),
                 ($config, $tile, bf16_masked_scoremod, Bf16, true, true, false),
+            )*
+            $(
+                ($uconfig, $utile, f16, F16, false, false, false),
+                ($uconfig, $utile, f16_masked, F16, true, false, false),
+                ($uconfig, $utile, bf16, Bf16, false, false, false),
+                ($uconfig, $utile, bf16_masked, Bf16, true, false, false),
             )*
             $(
                 ($vconfig, $vtile, f16_varlen, F16, false, false, true),

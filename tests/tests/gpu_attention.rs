@@ -112,7 +112,10 @@ fn check_typed<T: Element>(problem: Problem) {
                 && !k.varlen
         });
         let mut kernels: Vec<(String, ForwardOptions)> = tiles
-            .map(|k| (format!("q_tile_rows={}", k.tile.q_tile_rows), options.q_tile_rows(k.tile.q_tile_rows)))
+            .map(|k| {
+                let forced = options.q_tile_rows(k.tile.q_tile_rows).kv_tile_rows(k.tile.kv_tile_rows);
+                (format!("tile={}", flashcore::TileShape::of(&k.tile)), forced)
+            })
             .collect();
         // On compute capability 9.0, the Hopper kernel too (forced: an error if it cannot run).
         let hopper =

@@ -7,9 +7,12 @@ use std::sync::{Mutex, MutexGuard};
 use cust::context::{legacy, CurrentContext};
 use cust::memory::{CopyDestination, DeviceBuffer};
 use cust::prelude::*;
+use flashcore::kernels::KernelVariant;
 use flashcore::plan::{ForwardProblem, TensorArg};
 use flashcore::reference::{attention_f64, HostTensor, Reference};
-use flashcore::{AttnTensor, AttnTensorMut, Dtype, Error, FlashAttention, ForwardOptions, Operand, TensorLayout};
+use flashcore::{
+    AttnTensor, AttnTensorMut, Dtype, Error, FlashAttention, ForwardOptions, Operand, TensorLayout, TileShape,
+};
 use flashcore_tests::{deviation, fill_layout, gather, normal_f16, random_layout, rng, Gpu};
 use half::f16;
 use rand::rngs::StdRng;
@@ -129,14 +132,19 @@ fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions<'sta
         let side = |rng: &mut StdRng| if rng.random_bool(0.2) { -1 } else { rng.random_range(0..200) };
         options = options.window(side(rng), side(rng));
     }
-    // Sometimes force one of the tile heights that exist for this head dim.
-    let heights: Vec<usize> = flashcore::kernels::KERNELS
-        .iter()
-        .filter(|k| k.tile.head_dim == shape[3])
-        .map(|k| k.tile.q_tile_rows)
-        .collect();
+    // Sometimes force one of the tile shapes that exist for this kind of call.
+    let variant = KernelVariant {
+        dtype: Dtype::F16,
+        head_dim: shape[3],
+        masked: options.is_masked(),
+        score_mods: options.modifies_scores(),
+        varlen: false,
+    };
+    let tiles: Vec<TileShape> =
+        flashcore::kernels::KERNELS.iter().filter(|k| variant.matches(k)).map(|k| TileShape::of(&k.tile)).collect();
     if rng.random_bool(0.6) {
-        options = options.q_tile_rows(heights[rng.random_range(0..heights.len())]);
+        let tile = tiles[rng.random_range(0..tiles.len())];
+        options = options.q_tile_rows(tile.q_tile_rows).kv_tile_rows(tile.kv_tile_rows);
     }
     (shape, shape_k, options)
 }

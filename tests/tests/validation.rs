@@ -1,13 +1,16 @@
 //! Argument validation: every way to get a forward call wrong maps to its typed error before
 //! anything is launched (`plan` is what every forward call runs first). No GPU needed.
 
-use flashcore::kernels::check_device;
+use flashcore::kernels::{check_device, DeviceLimits};
 use flashcore::plan::{plan, ForwardProblem, LseArg, TensorArg, MAX_HEAD_SPAN};
 use flashcore::{Dim, Dtype, Error, ForwardOptions, Operand, TensorLayout};
 
 const GIB: u64 = 1 << 30;
 /// Multiprocessors of the device the plans are made for (an H100/H200).
 const SMS: usize = 132;
+/// The device the plans are made for: an H100/H200 (228 KiB of shared memory per SM).
+const H100: DeviceLimits =
+    DeviceLimits { multiprocessors: SMS, smem_per_multiprocessor: 228 * 1024, reserved_smem_per_cta: 1024 };
 
 /// A valid problem: four disjoint, aligned fake device buffers of `[B,H,S,D]` tensors.
 fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem<'static> {
@@ -18,14 +21,14 @@ fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem<'static> {
 }
 
 fn err(p: &ForwardProblem) -> Error {
-    plan(p, SMS).expect_err("the problem is invalid")
+    plan(p, &H100).expect_err("the problem is invalid")
 }
 
 #[test]
 fn valid_problem_plans_the_expected_launch() {
     let mut p = problem(2, 3, 1000, 64);
     p.lse = Some(LseArg { address: 80 * GIB, len: 2 * 3 * 1000 });
-    let plan = plan(&p, SMS).unwrap();
+    let plan = plan(&p, &H100).unwrap();
     assert_eq!(plan.kernel.name, "attention_fwd_d64_q64_f16");
     assert_eq!(plan.grid, (1000usize.div_ceil(plan.kernel.tile.q_tile_rows) as u32, 3, 2));
     assert_eq!(plan.block as usize, plan.kernel.tile.threads());
@@ -41,28 +44,85 @@ fn valid_problem_plans_the_expected_launch() {
 fn configuration_follows_head_dim_and_causality() {
     let mut p = problem(1, 1, 128, 128);
     p.options = ForwardOptions::new().causal(true);
-    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d128_q64_f16_masked");
+    assert_eq!(plan(&p, &H100).unwrap().kernel.name, "attention_fwd_d128_q64_f16_masked");
     p.options = ForwardOptions::new().causal(true).softmax_scale(0.5);
-    assert_eq!(plan(&p, SMS).unwrap().params.scale_log2, 0.5 * std::f32::consts::LOG2_E);
+    assert_eq!(plan(&p, &H100).unwrap().params.scale_log2, 0.5 * std::f32::consts::LOG2_E);
 }
 
 #[test]
 fn tall_tiles_when_they_still_fill_the_gpu() {
     // 8·16 heads x 2048/128 blocks = 2048 CTAs: the 128-row tiles.
     let p = problem(8, 16, 2048, 128);
-    assert_eq!(plan(&p, SMS).unwrap().kernel.tile.q_tile_rows, 128);
+    assert_eq!(plan(&p, &H100).unwrap().kernel.tile.q_tile_rows, 128);
     // 1·8 heads x 512/128 = 32 CTAs for 132 SMs: the 64-row tiles (64 CTAs).
     let p = problem(1, 8, 512, 64);
-    assert_eq!(plan(&p, SMS).unwrap().kernel.tile.q_tile_rows, 64);
+    assert_eq!(plan(&p, &H100).unwrap().kernel.tile.q_tile_rows, 64);
     // ... which on a small GPU would be enough for the tall ones.
-    assert_eq!(plan(&p, 24).unwrap().kernel.tile.q_tile_rows, 128);
+    assert_eq!(plan(&p, &DeviceLimits { multiprocessors: 24, ..H100 }).unwrap().kernel.tile.q_tile_rows, 128);
     // Forcing a configuration.
     let mut p = problem(8, 16, 2048, 64);
     p.options = ForwardOptions::new().q_tile_rows(64);
-    assert_eq!(plan(&p, SMS).unwrap().kernel.name, "attention_fwd_d64_q64_f16");
-    assert_eq!(plan(&p, SMS).unwrap().grid, (32, 16, 8));
+    assert_eq!(plan(&p, &H100).unwrap().kernel.name, "attention_fwd_d64_q64_f16");
+    assert_eq!(plan(&p, &H100).unwrap().grid, (32, 16, 8));
     p.options = ForwardOptions::new().q_tile_rows(96);
-    assert!(matches!(plan(&p, SMS), Err(Error::UnsupportedTile { q_tile_rows: 96, head_dim: 64 })));
+    assert!(matches!(
+        plan(&p, &H100),
+        Err(Error::UnsupportedTile { q_tile_rows: Some(96), kv_tile_rows: None, head_dim: 64 })
+    ));
+}
+
+/// An A100 (sm_80): 108 SMs, 164 KiB of shared memory per SM.
+const A100: DeviceLimits =
+    DeviceLimits { multiprocessors: 108, smem_per_multiprocessor: 164 * 1024, reserved_smem_per_cta: 1024 };
+/// An L4 (sm_89): 58 SMs, 100 KiB of shared memory per SM.
+const L4: DeviceLimits =
+    DeviceLimits { multiprocessors: 58, smem_per_multiprocessor: 100 * 1024, reserved_smem_per_cta: 1024 };
+
+#[test]
+fn keys_per_step_widen_only_where_two_ctas_still_fit_an_sm() {
+    let name = |p: &ForwardProblem, device: &DeviceLimits| plan(p, device).unwrap().kernel.name;
+    let mut p = problem(8, 16, 2048, 128);
+    for causal in [false, true] {
+        p.options = ForwardOptions::new().causal(causal);
+        let suffix = if causal { "_masked" } else { "" };
+        // 228 KiB per SM holds two 97 KiB CTAs (96 KiB of tiles + the 1 KiB reservation): 64 keys.
+        assert_eq!(name(&p, &H100), format!("attention_fwd_d128_q128_k64_f16{suffix}"));
+        // 164 KiB holds two 65 KiB CTAs but one of 97; 100 KiB one of either: 32 keys.
+        for device in [A100, L4] {
+            assert_eq!(name(&p, &device), format!("attention_fwd_d128_q128_f16{suffix}"), "{device:?}");
+        }
+        // Forcing either width, on any device (the kernels fit any supported SM's block limit).
+        p.options = p.options.kv_tile_rows(32);
+        assert_eq!(name(&p, &H100), format!("attention_fwd_d128_q128_f16{suffix}"));
+        p.options = p.options.kv_tile_rows(64);
+        assert_eq!(name(&p, &L4), format!("attention_fwd_d128_q128_k64_f16{suffix}"));
+    }
+    // The reservation counts: with 4 KiB per CTA, two 96 KiB CTAs no longer fit 196 KiB.
+    let tight = DeviceLimits { smem_per_multiprocessor: 196 * 1024, ..H100 };
+    p.options = ForwardOptions::new();
+    assert_eq!(name(&p, &tight), "attention_fwd_d128_q128_k64_f16");
+    assert_eq!(name(&p, &DeviceLimits { reserved_smem_per_cta: 4096, ..tight }), "attention_fwd_d128_q128_f16");
+    // Score modifiers have no 64-key kernels of 128 rows: the 32-key ones on every device;
+    // forcing 64 keys finds the 64-row tiles, which have them, and forcing both is an error, not
+    // a silent substitute.
+    p.options = ForwardOptions::new().softcap(30.0);
+    assert_eq!(name(&p, &H100), "attention_fwd_d128_q128_f16_scoremod");
+    p.options = p.options.kv_tile_rows(64);
+    assert_eq!(name(&p, &H100), "attention_fwd_d128_q64_f16_scoremod");
+    p.options = p.options.q_tile_rows(128);
+    assert!(matches!(
+        plan(&p, &H100),
+        Err(Error::UnsupportedTile { q_tile_rows: Some(128), kv_tile_rows: Some(64), head_dim: 128 })
+    ));
+    // Short problems take the 64-row tiles, which come with 64 keys only.
+    let p = problem(1, 8, 512, 128);
+    assert_eq!(name(&p, &H100), "attention_fwd_d128_q64_f16");
+    // Head dim 64 has one width per height; forcing another is an error that names it.
+    let mut p = problem(8, 16, 2048, 64);
+    p.options = ForwardOptions::new().q_tile_rows(128).kv_tile_rows(32);
+    let e = plan(&p, &H100).unwrap_err();
+    assert!(matches!(e, Error::UnsupportedTile { q_tile_rows: Some(128), kv_tile_rows: Some(32), head_dim: 64 }));
+    assert_eq!(e.to_string(), "no kernel for this call with head_dim 64, 128 query rows per CTA and 32 keys per step");
 }
 
 #[test]
@@ -72,7 +132,7 @@ fn bshd_layout_is_accepted_with_its_strides() {
     for t in [&mut p.q, &mut p.k, &mut p.v, &mut p.o] {
         t.layout = layout;
     }
-    let plan = plan(&p, SMS).unwrap();
+    let plan = plan(&p, &H100).unwrap();
     assert_eq!(plan.params.k_strides.row, 4 * 128);
     assert_eq!(plan.params.k_strides.head, 128);
     assert_eq!(plan.params.k_strides.batch, 100 * 4 * 128);
@@ -89,7 +149,7 @@ fn different_key_lengths_are_fine_causal_or_not() {
                 t.len = kv.required_len().unwrap();
             }
             p.options = ForwardOptions::new().causal(causal);
-            let plan = plan(&p, SMS).unwrap();
+            let plan = plan(&p, &H100).unwrap();
             assert_eq!((plan.params.seq_q, plan.params.seq_k), (100, seq_k as u32));
         }
     }
@@ -99,7 +159,7 @@ fn different_key_lengths_are_fine_causal_or_not() {
 fn windows_select_the_masked_kernels_and_reach_the_launch() {
     let mut p = problem(1, 2, 100, 64);
     p.options = ForwardOptions::new().window(32, 8);
-    let plan = plan(&p, SMS).unwrap();
+    let plan = plan(&p, &H100).unwrap();
     assert!(plan.kernel.masked);
     assert_eq!((plan.params.window_left, plan.params.window_right), (32, 8));
     // Causal sets the right side to 0; -1 is unbounded.
@@ -120,7 +180,7 @@ fn windows_select_the_masked_kernels_and_reach_the_launch() {
 }
 
 fn planned(p: &ForwardProblem) -> flashcore::plan::LaunchPlan {
-    plan(p, SMS).unwrap()
+    plan(p, &H100).unwrap()
 }
 
 #[test]
@@ -149,7 +209,7 @@ fn grouped_query_attention_maps_query_heads_onto_kv_heads() {
             t.layout = kv;
             t.len = kv.required_len().unwrap();
         }
-        let plan = plan(&p, SMS).unwrap();
+        let plan = plan(&p, &H100).unwrap();
         assert_eq!(plan.params.kv_group as usize, q_heads / kv_heads);
         assert_eq!(plan.grid.1 as usize, q_heads);
     }
@@ -217,7 +277,7 @@ fn misaligned_pointers_and_strides() {
     // A stride of a dimension of size 1 is never used, so it may be anything.
     let mut p = problem(1, 1, 16, 64);
     p.q.layout = TensorLayout::new([1, 1, 16, 64], [3, 5, 64, 1]);
-    assert!(plan(&p, SMS).is_ok());
+    assert!(plan(&p, &H100).is_ok());
 
     let mut p = problem(1, 1, 16, 64);
     p.lse = Some(LseArg { address: 80 * GIB + 2, len: 16 });
@@ -284,7 +344,7 @@ fn outputs_must_not_alias_inputs() {
     // Reading K and V from the same memory is fine: only outputs may not overlap.
     let mut p = problem(1, 2, 64, 64);
     p.v.address = p.k.address;
-    assert!(plan(&p, SMS).is_ok());
+    assert!(plan(&p, &H100).is_ok());
 }
 
 #[test]
@@ -324,7 +384,7 @@ mod hopper {
     use flashcore::KernelFamily;
 
     fn hopper_plan(p: &ForwardProblem) -> Result<flashcore::hopper::HopperPlan, &'static str> {
-        plan_hopper(p, &plan(p, SMS).expect("valid"), SMS)
+        plan_hopper(p, &plan(p, &H100).expect("valid"), SMS)
     }
 
     #[test]
@@ -355,11 +415,13 @@ mod hopper {
         assert!(hopper_plan(&p).unwrap_err().contains("softcap"));
         p.options = ForwardOptions::new().q_tile_rows(64);
         assert!(hopper_plan(&p).unwrap_err().contains("q_tile_rows"));
+        p.options = ForwardOptions::new().kv_tile_rows(64);
+        assert!(hopper_plan(&p).unwrap_err().contains("kv_tile_rows"));
         // K/V shared by every sequence (batch stride 0): valid, but not a TMA tensor.
         let mut p = problem(2, 2, 100, 64);
         p.k.layout = TensorLayout::new([2, 2, 100, 64], [0, 100 * 64, 64, 1]);
         p.v = p.k;
-        assert!(plan(&p, SMS).is_ok());
+        assert!(plan(&p, &H100).is_ok());
         assert!(hopper_plan(&p).unwrap_err().contains("16-byte"));
     }
 

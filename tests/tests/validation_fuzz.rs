@@ -3,10 +3,12 @@
 //! independent statement of the rules (below, in overflow-free u128 arithmetic) calls valid.
 
 use flashcore::plan::{plan, ForwardProblem, LseArg, TensorArg};
-use flashcore::{Dtype, ForwardOptions, TensorLayout};
+use flashcore::{DeviceLimits, Dtype, ForwardOptions, TensorLayout};
 use proptest::prelude::*;
 
-const SMS: usize = 132;
+/// An H100/H200: 132 SMs, 228 KiB of shared memory per SM.
+const H100: DeviceLimits =
+    DeviceLimits { multiprocessors: 132, smem_per_multiprocessor: 228 * 1024, reserved_smem_per_cta: 1024 };
 
 /// The rules, restated independently of the library's code.
 fn is_valid(p: &ForwardProblem) -> bool {
@@ -174,7 +176,7 @@ proptest! {
 
     #[test]
     fn plan_accepts_exactly_the_valid_problems(p in problem()) {
-        let planned = plan(&p, SMS);
+        let planned = plan(&p, &H100);
         prop_assert_eq!(planned.is_ok(), is_valid(&p), "{:?} -> {:?}", p, planned.err());
     }
 }

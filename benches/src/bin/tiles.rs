@@ -1,16 +1,18 @@
-//! The kernel author's timing loop: every mma.sync tile height of each shape, causal and not,
+//! The kernel author's timing loop: every mma.sync tile shape of each shape, causal and not,
 //! then the kernel the library picks by itself when that is another one (a Hopper kernel on
 //! compute capability 9.0), graph-timed (the bench's table, for a few shapes in seconds instead
 //! of the whole bench).
 //!
 //!     tiles [--q-tile-rows N] [--mma-sync-only] B,H,S,D [B,H,S,D ...]
 //!
-//! e.g. `tiles 8,16,2048,64 8,16,2048,128`; `--q-tile-rows 128` times only that tile height and
+//! e.g. `tiles 8,16,2048,64 8,16,2048,128`; `--q-tile-rows 128` times only the tiles of that height and
 //! `--mma-sync-only` leaves out the library's own pick (shorter A/B runs on a GPU).
 
 use cust::prelude::*;
-use flashcore::{kernels, Dtype, FlashAttention, ForwardOptions, KernelFamily};
-use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Shape, Workload};
+use flashcore::{FlashAttention, ForwardOptions};
+use flashcore_benches::{
+    device_name, forced_tile, gpu_context_or_exit, print_table, time_both, timed_kernels, Row, Shape, Workload,
+};
 
 fn parse(arg: &str) -> Option<Shape> {
     let dims: Vec<usize> = arg.split(',').map(|d| d.trim().parse().ok()).collect::<Option<_>>()?;
@@ -39,20 +41,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, shape) in shapes.iter().enumerate() {
         let mut workload = Workload::new(*shape, 900 + i as u64)?;
         for causal in [false, true] {
-            let heights = kernels::KERNELS.iter().filter(|k| {
-                k.tile.head_dim == shape.head_dim
-                    && k.masked == causal
-                    && k.dtype == Dtype::F16
-                    && !k.score_mods
-                    && !k.varlen
-                    && only_rows.is_none_or(|rows| k.tile.q_tile_rows == rows)
-            });
-            let forced = heights.map(|kernel| {
-                ForwardOptions::new()
-                    .causal(causal)
-                    .kernel_family(KernelFamily::MmaSync)
-                    .q_tile_rows(kernel.tile.q_tile_rows)
-            });
+            let shapes_of_kind = timed_kernels(shape.head_dim, causal)
+                .filter(|k| only_rows.is_none_or(|rows| k.tile.q_tile_rows == rows));
+            let forced = shapes_of_kind.map(|kernel| forced_tile(causal, kernel));
             let auto = ForwardOptions::new().causal(causal);
             let auto_is_mma_sync = workload.kernel(&flash, &auto).name == workload.kernel_name(&flash, &auto);
             for options in forced.chain((!auto_is_mma_sync && !mma_sync_only).then_some(auto)) {

@@ -12,10 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let flash = FlashAttention::new()?;
     let shapes: Vec<[usize; 4]> = BENCH_SHAPES.iter().map(|s| [s.batch, s.heads, s.seq, s.head_dim]).collect();
     let results = flash.autotune(&stream, &shapes, true)?;
-    println!("autotuned on {}; µs per call (CUDA graph) per query rows per CTA:", device_name());
+    println!("autotuned on {}; µs per call (CUDA graph) per tile shape (query rows x keys per step):", device_name());
     for r in &results {
-        let candidates: Vec<String> = r.micros.iter().map(|(rows, us)| format!("{rows}: {us:.1}")).collect();
-        println!("  {:?} masked={:<5} -> {} rows   ({})", r.shape, r.masked, r.chosen, candidates.join(", "));
+        let candidates: Vec<String> = r.micros.iter().map(|(tile, us)| format!("{tile}: {us:.1}")).collect();
+        println!("  {:?} masked={:<5} -> {}   ({})", r.shape, r.masked, r.chosen, candidates.join(", "));
     }
     if let Some(path) = flashcore::tuning::cache_path(&device_name()) {
         println!("saved to {}", path.display());
