@@ -3,10 +3,12 @@
 //! compute capability 9.0), graph-timed (the bench's table, for a few shapes in seconds instead
 //! of the whole bench).
 //!
-//!     tiles [--q-tile-rows N] [--mma-sync-only] B,H,S,D [B,H,S,D ...]
+//!     tiles [--q-tile-rows N] [--kv-tile-rows N] [--mma-sync-only] B,H,S,D [B,H,S,D ...]
 //!
-//! e.g. `tiles 8,16,2048,64 8,16,2048,128`; `--q-tile-rows 128` times only the tiles of that height and
-//! `--mma-sync-only` leaves out the library's own pick (shorter A/B runs on a GPU).
+//! e.g. `tiles 8,16,2048,64 8,16,2048,128`; `--q-tile-rows 128` times only the tiles of that
+//! height, `--kv-tile-rows 64` only those of that width (alternate two runs to compare two
+//! widths without a fixed order), and `--mma-sync-only` leaves out the library's own pick
+//! (shorter A/B runs on a GPU).
 
 use cust::prelude::*;
 use flashcore::{FlashAttention, ForwardOptions};
@@ -21,12 +23,14 @@ fn parse(arg: &str) -> Option<Shape> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const USAGE: &str = "usage: tiles [--q-tile-rows N] [--mma-sync-only] B,H,S,D [B,H,S,D ...]";
-    let (mut shapes, mut only_rows, mut mma_sync_only) = (Vec::new(), None, false);
+    const USAGE: &str = "usage: tiles [--q-tile-rows N] [--kv-tile-rows N] [--mma-sync-only] B,H,S,D [B,H,S,D ...]";
+    let (mut shapes, mut only_rows, mut only_keys, mut mma_sync_only) = (Vec::new(), None, None, false);
+    let number = |arg: Option<String>| arg.and_then(|n| n.parse::<usize>().ok()).ok_or(USAGE);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--q-tile-rows" => only_rows = Some(args.next().and_then(|n| n.parse::<usize>().ok()).ok_or(USAGE)?),
+            "--q-tile-rows" => only_rows = Some(number(args.next())?),
+            "--kv-tile-rows" => only_keys = Some(number(args.next())?),
             "--mma-sync-only" => mma_sync_only = true,
             _ => shapes.push(parse(&arg).ok_or_else(|| format!("expected B,H,S,D, got {arg:?}; {USAGE}"))?),
         }
@@ -42,7 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut workload = Workload::new(*shape, 900 + i as u64)?;
         for causal in [false, true] {
             let shapes_of_kind = timed_kernels(shape.head_dim, causal)
-                .filter(|k| only_rows.is_none_or(|rows| k.tile.q_tile_rows == rows));
+                .filter(|k| only_rows.is_none_or(|rows| k.tile.q_tile_rows == rows))
+                .filter(|k| only_keys.is_none_or(|keys| k.tile.kv_tile_rows == keys));
             let forced = shapes_of_kind.map(|kernel| forced_tile(causal, kernel));
             let auto = ForwardOptions::new().causal(causal);
             let auto_is_mma_sync = workload.kernel(&flash, &auto).name == workload.kernel_name(&flash, &auto);
