@@ -12,7 +12,7 @@ use cust::prelude::*;
 use flashcore::timing::time_per_call;
 use flashcore::{FlashAttention, ForwardOptions};
 use flashcore_benches::{
-    device_name, forced_tile, gpu_context_or_exit, print_table, time_both, timed_kernels, Row, Workload, BENCH_SHAPES,
+    device_name, forced_tile, gpu_context_or_exit, print_table, timed_kernels, Row, Workload, BENCH_SHAPES,
 };
 
 fn main() {
@@ -47,10 +47,10 @@ fn main() {
             let variants = std::iter::once((auto, true)).chain(others.map(|k| (forced_tile(causal, k), false)));
             for (options, is_auto) in variants {
                 let kernel = workload.kernel_name(&flash, &options);
-                let (micros, stream_micros) =
-                    time_both(&mut workload, &flash, &stream, &options).expect("timed launches");
                 let kernel = if is_auto { kernel.to_string() } else { format!("({kernel})") };
-                rows.push(Row { shape, causal, kernel, micros, stream_micros });
+                rows.push(
+                    Row::measure(&mut workload, &flash, &stream, causal, &options, kernel).expect("timed launches"),
+                );
             }
         }
     }

@@ -151,11 +151,31 @@ pub struct Row {
     pub kernel: String,
     /// Median microseconds per call inside a CUDA graph (as SDPA's baseline is timed).
     pub micros: f64,
+    /// Median microseconds of one call timed alone, host launch included (SDPA's "eager").
+    pub eager_micros: f64,
     /// Median microseconds per call with back-to-back launches from the host.
     pub stream_micros: f64,
 }
 
 impl Row {
+    /// Times `workload` with `options` as `sdpa_baseline.py` times SDPA, in its order: 5 warm-up
+    /// calls and 50 calls timed alone, then 20 calls in a CUDA graph (5 warm-up replays, the
+    /// median of 20); then back-to-back launches. `kernel` names what ran.
+    pub fn measure(
+        workload: &mut Workload,
+        flash: &FlashAttention,
+        stream: &Stream,
+        causal: bool,
+        options: &ForwardOptions,
+        kernel: String,
+    ) -> flashcore::Result<Self> {
+        use flashcore::timing::{eager_per_call, graph_per_call, median_per_call};
+        let eager_micros = eager_per_call(stream, 5, 50, |i| workload.launch(flash, stream, i, options))?;
+        let micros = graph_per_call(stream, 20, 20, |i| workload.launch(flash, stream, i, options))?;
+        let stream_micros = median_per_call(stream, 15, 20, |i| workload.launch(flash, stream, i, options))?;
+        Ok(Self { shape: workload.shape, causal, kernel, micros, eager_micros, stream_micros })
+    }
+
     /// Achieved TFLOP/s.
     pub fn tflops(&self) -> f64 {
         self.shape.flops(self.causal) / (self.micros * 1e-6) / 1e12
@@ -185,33 +205,24 @@ pub fn forced_tile(causal: bool, kernel: &flashcore::kernels::KernelInfo) -> For
         .kv_tile_rows(kernel.tile.kv_tile_rows)
 }
 
-/// Times `calls` of `workload` with `options` both ways: (graph µs, back-to-back µs).
-pub fn time_both(
-    workload: &mut Workload,
-    flash: &FlashAttention,
-    stream: &Stream,
-    options: &ForwardOptions,
-) -> flashcore::Result<(f64, f64)> {
-    let graph = flashcore::timing::graph_per_call(stream, 20, 15, |i| workload.launch(flash, stream, i, options))?;
-    let back_to_back =
-        flashcore::timing::median_per_call(stream, 15, 20, |i| workload.launch(flash, stream, i, options))?;
-    Ok((graph, back_to_back))
-}
-
 /// Prints rows as a Markdown table.
 pub fn print_table(device: &str, rows: &[Row]) {
-    println!("\nFlashCore forward, {device}; µs: median per call inside a CUDA graph of 20 calls; stream µs: back-to-back launches:\n");
-    println!("| shape (B,H,S,D) | causal | kernel | µs | TFLOP/s | stream µs |");
-    println!("|---|---|---|---:|---:|---:|");
+    println!(
+        "\nFlashCore forward, {device}; µs: median per call inside a CUDA graph of 20 calls; eager µs: one call \
+         timed alone; stream µs: back-to-back launches:\n"
+    );
+    println!("| shape (B,H,S,D) | causal | kernel | µs | TFLOP/s | stream µs | eager µs |");
+    println!("|---|---|---|---:|---:|---:|---:|");
     for r in rows {
         println!(
-            "| {} | {} | {} | {:.1} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |",
             r.shape,
             r.causal,
             r.kernel,
             r.micros,
             r.tflops(),
-            r.stream_micros
+            r.stream_micros,
+            r.eager_micros
         );
     }
 }

@@ -46,10 +46,40 @@ pub fn median_per_call(
     Ok(times[times.len() / 2])
 }
 
+/// The median microseconds of one call timed alone: after `warmup` untimed calls, `samples`
+/// calls each enqueued between two events and waited for before the next, as
+/// `sdpa_baseline.py` times PyTorch's "eager" column (the host's launch cost included).
+pub fn eager_per_call(
+    stream: &Stream,
+    warmup: usize,
+    samples: usize,
+    mut launch: impl FnMut(usize) -> Result<()>,
+) -> Result<f64> {
+    for i in 0..warmup {
+        launch(i)?;
+    }
+    stream.synchronize()?;
+    let start = Event::new(EventFlags::DEFAULT)?;
+    let end = Event::new(EventFlags::DEFAULT)?;
+    let mut times = Vec::with_capacity(samples);
+    for i in 0..samples.max(1) {
+        start.record(stream)?;
+        launch(warmup + i)?;
+        end.record(stream)?;
+        end.synchronize()?;
+        times.push(end.elapsed_time_f32(&start)? as f64 * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// Replays of a captured graph before [`graph_per_call`] starts timing (as `sdpa_baseline.py`).
+const GRAPH_WARMUP_REPLAYS: usize = 5;
+
 /// Microseconds per call with the calls inside a CUDA graph, the method PyTorch's
 /// `sdpa_baseline.py` uses: `calls` launches are captured from `stream` into one graph, which is
-/// replayed `samples` times (after one warm-up replay), each replay timed with events; the median
-/// replay over `calls`. Launch gaps shrink to the GPU's own, so this is GPU time even for
+/// replayed `samples` times (after five warm-up replays), each replay timed with events; the
+/// median replay over `calls`. Launch gaps shrink to the GPU's own, so this is GPU time even for
 /// kernels shorter than a host-side launch.
 pub fn graph_per_call(
     stream: &Stream,
@@ -60,7 +90,9 @@ pub fn graph_per_call(
     let graph = CapturedGraph::capture(stream, || (0..calls).try_for_each(&mut launch))?;
     let start = Event::new(EventFlags::DEFAULT)?;
     let end = Event::new(EventFlags::DEFAULT)?;
-    graph.launch(stream)?;
+    for _ in 0..GRAPH_WARMUP_REPLAYS {
+        graph.launch(stream)?;
+    }
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
         start.record(stream)?;

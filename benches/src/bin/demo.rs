@@ -4,7 +4,7 @@
 use cust::prelude::*;
 use flashcore::reference::{attention_f64, HostTensor};
 use flashcore::{FlashAttention, ForwardOptions};
-use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Shape, Workload};
+use flashcore_benches::{device_name, gpu_context_or_exit, print_table, Row, Shape, Workload};
 
 const SHAPES: [Shape; 4] =
     [Shape::new(1, 8, 512, 64), Shape::new(4, 8, 256, 64), Shape::new(1, 8, 512, 128), Shape::new(8, 16, 2048, 64)];
@@ -45,9 +45,8 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                     if ok { "ok" } else { "FAIL" }
                 );
             }
-            let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
             let kernel = workload.kernel_name(&flash, &options).to_string();
-            rows.push(Row { shape, causal, kernel, micros, stream_micros });
+            rows.push(Row::measure(&mut workload, &flash, &stream, causal, &options, kernel)?);
         }
     }
     print_table(&device_name(), &rows);

@@ -5,7 +5,7 @@
 
 use cust::prelude::*;
 use flashcore::{FlashAttention, ForwardOptions, KernelFamily};
-use flashcore_benches::{device_name, gpu_context_or_exit, print_table, time_both, Row, Shape, Workload};
+use flashcore_benches::{device_name, gpu_context_or_exit, print_table, Row, Shape, Workload};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _context = gpu_context_or_exit("the sweep");
@@ -30,10 +30,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 if forced && !mma_sync_differs {
                     continue;
                 }
-                let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
                 let name = workload.kernel_name(&flash, &options);
                 let kernel = if forced { format!("({name})") } else { name.to_string() };
-                rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
+                rows.push(Row::measure(&mut workload, &flash, &stream, causal, &options, kernel)?);
             }
         }
     }

@@ -13,7 +13,7 @@
 use cust::prelude::*;
 use flashcore::{FlashAttention, ForwardOptions};
 use flashcore_benches::{
-    device_name, forced_tile, gpu_context_or_exit, print_table, time_both, timed_kernels, Row, Shape, Workload,
+    device_name, forced_tile, gpu_context_or_exit, print_table, timed_kernels, Row, Shape, Workload,
 };
 
 fn parse(arg: &str) -> Option<Shape> {
@@ -52,9 +52,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let auto = ForwardOptions::new().causal(causal);
             let auto_is_mma_sync = workload.kernel(&flash, &auto).name == workload.kernel_name(&flash, &auto);
             for options in forced.chain((!auto_is_mma_sync && !mma_sync_only).then_some(auto)) {
-                let (micros, stream_micros) = time_both(&mut workload, &flash, &stream, &options)?;
                 let kernel = workload.kernel_name(&flash, &options).to_string();
-                rows.push(Row { shape: *shape, causal, kernel, micros, stream_micros });
+                rows.push(Row::measure(&mut workload, &flash, &stream, causal, &options, kernel)?);
             }
         }
     }
