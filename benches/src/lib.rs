@@ -169,10 +169,11 @@ impl Row {
         options: &ForwardOptions,
         kernel: String,
     ) -> flashcore::Result<Self> {
-        use flashcore::timing::{eager_per_call, graph_per_call, median_per_call};
-        let eager_micros = eager_per_call(stream, 5, 50, |i| workload.launch(flash, stream, i, options))?;
+        use flashcore::timing::{graph_per_call, median_per_call};
+        // One call per sample, each waited for: SDPA's "eager" timing.
+        let eager_micros = median_per_call(stream, 5, 50, 1, |i| workload.launch(flash, stream, i, options))?;
         let micros = graph_per_call(stream, 20, 20, |i| workload.launch(flash, stream, i, options))?;
-        let stream_micros = median_per_call(stream, 15, 20, |i| workload.launch(flash, stream, i, options))?;
+        let stream_micros = median_per_call(stream, 3, 15, 20, |i| workload.launch(flash, stream, i, options))?;
         Ok(Self { shape: workload.shape, causal, kernel, micros, eager_micros, stream_micros })
     }
 
@@ -180,19 +181,6 @@ impl Row {
     pub fn tflops(&self) -> f64 {
         self.shape.flops(self.causal) / (self.micros * 1e-6) / 1e12
     }
-}
-
-/// The mma.sync kernels the bench and `tiles` time for a head dim: f16, fixed lengths, no score
-/// modifiers, masked when `causal`.
-pub fn timed_kernels(head_dim: usize, causal: bool) -> impl Iterator<Item = &'static flashcore::kernels::KernelInfo> {
-    let variant = flashcore::kernels::KernelVariant {
-        dtype: flashcore::Dtype::F16,
-        head_dim,
-        masked: causal,
-        score_mods: false,
-        varlen: false,
-    };
-    flashcore::kernels::KERNELS.iter().filter(move |k| variant.matches(k))
 }
 
 /// Options that force `kernel`'s tile shape (query rows and keys per step) on the mma.sync

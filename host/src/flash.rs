@@ -226,8 +226,7 @@ impl FlashAttention {
     /// timing is per call in a CUDA graph.
     pub fn autotune(&self, stream: &Stream, shapes: &[[usize; 4]], show_progress: bool) -> Result<Vec<TuningResult>> {
         let candidates = |head_dim: usize, masked: bool| -> Vec<TileShape> {
-            let variant = KernelVariant { dtype: Dtype::F16, head_dim, masked, score_mods: false, varlen: false };
-            KERNELS.iter().filter(|k| variant.matches(k)).map(|k| TileShape::of(&k.tile)).collect()
+            KernelVariant::plain_f16(head_dim, masked).kernels().map(|k| TileShape::of(&k.tile)).collect()
         };
         let total: usize = shapes.iter().map(|s| candidates(s[3], false).len() + candidates(s[3], true).len()).sum();
         let bar = if show_progress { ProgressBar::new(total as u64) } else { ProgressBar::hidden() };
@@ -300,19 +299,11 @@ impl FlashAttention {
         let (major, minor) = self.compute_capability;
         // Tuning is timed on the plain f16 kernels; a shape the call's own variant lacks (the
         // score-modifier kernels have no 64-key head-dim-128 tiles) keeps only its height.
-        let variant = KernelVariant {
-            dtype: problem.dtype,
-            head_dim,
-            masked: options.is_masked(),
-            score_mods: options.modifies_scores(),
-            varlen: problem.varlen.is_some(),
-        };
+        let variant = KernelVariant::for_call(problem.dtype, head_dim, &options, problem.varlen.is_some());
         let exists = |q_rows: usize, kv_rows: Option<usize>| {
-            KERNELS.iter().any(|k| {
-                variant.matches(k)
-                    && k.tile.q_tile_rows == q_rows
-                    && kv_rows.is_none_or(|rows| k.tile.kv_tile_rows == rows)
-            })
+            variant
+                .kernels()
+                .any(|k| k.tile.q_tile_rows == q_rows && kv_rows.is_none_or(|rows| k.tile.kv_tile_rows == rows))
         };
         let measured = read(&self.tuning).get(&key);
         let (q_rows, kv_rows) = match measured {

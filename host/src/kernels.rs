@@ -4,6 +4,7 @@ use std::borrow::Cow;
 
 use crate::abi::*;
 use crate::error::{Error, Result};
+use crate::options::ForwardOptions;
 use crate::register_caps::capped_ptx;
 
 /// The PTX of all kernels, built from `kernels-gpu` by `build.rs` (target `sm_80`, so it runs on
@@ -178,6 +179,22 @@ pub struct KernelVariant {
 }
 
 impl KernelVariant {
+    /// The variant a call with `options` needs: masked and score modifiers from the options.
+    pub fn for_call(dtype: Dtype, head_dim: usize, options: &ForwardOptions<'_>, varlen: bool) -> Self {
+        Self { dtype, head_dim, masked: options.is_masked(), score_mods: options.modifies_scores(), varlen }
+    }
+
+    /// The plain f16 variant, masked or not (fixed lengths, no score modifiers): what
+    /// autotuning and the benchmarks time.
+    pub const fn plain_f16(head_dim: usize, masked: bool) -> Self {
+        Self { dtype: Dtype::F16, head_dim, masked, score_mods: false, varlen: false }
+    }
+
+    /// Every kernel of this variant, one per tile configuration.
+    pub fn kernels(self) -> impl Iterator<Item = &'static KernelInfo> {
+        KERNELS.iter().filter(move |k| self.matches(k))
+    }
+
     /// Whether `kernel` is of this variant (any tile configuration).
     pub fn matches(&self, kernel: &KernelInfo) -> bool {
         kernel.dtype == self.dtype
@@ -212,9 +229,8 @@ pub fn select(
 ) -> Option<&'static KernelInfo> {
     // Runs on every launch: iterate the static table, allocate nothing.
     let candidates = || {
-        KERNELS.iter().filter(move |k| {
-            variant.matches(k)
-                && q_tile_rows.is_none_or(|rows| k.tile.q_tile_rows == rows)
+        variant.kernels().filter(move |k| {
+            q_tile_rows.is_none_or(|rows| k.tile.q_tile_rows == rows)
                 && kv_tile_rows.is_none_or(|rows| k.tile.kv_tile_rows == rows)
         })
     };

@@ -210,8 +210,7 @@ fn select_kernel(
     seq_q: usize,
     device: &DeviceLimits,
 ) -> Result<&'static KernelInfo> {
-    let variant =
-        KernelVariant { dtype, head_dim, masked: options.is_masked(), score_mods: options.modifies_scores(), varlen };
+    let variant = KernelVariant::for_call(dtype, head_dim, options, varlen);
     let (q_tile_rows, kv_tile_rows) = (options.forced_q_tile_rows(), options.forced_kv_tile_rows());
     kernels::select(variant, batch_heads, seq_q, device, q_tile_rows, kv_tile_rows).ok_or(Error::UnsupportedTile {
         q_tile_rows,

@@ -7,8 +7,8 @@ use cust::sys;
 use crate::error::{driver, Result};
 
 /// Microseconds per call of `launch`, timed on the GPU with events around `calls` back-to-back
-/// enqueues on `stream` (after `warmup` untimed calls). `launch(i)` enqueues call `i`; rotate
-/// inputs on `i` to keep them from living in L2.
+/// enqueues on `stream` (after `warmup` untimed calls; the timed ones are calls `warmup..`).
+/// `launch(i)` enqueues call `i`; rotate inputs on `i` to keep them from living in L2.
 pub fn time_per_call(
     stream: &Stream,
     warmup: usize,
@@ -21,7 +21,7 @@ pub fn time_per_call(
     let start = Event::new(EventFlags::DEFAULT)?;
     let end = Event::new(EventFlags::DEFAULT)?;
     start.record(stream)?;
-    for i in 0..calls {
+    for i in warmup..warmup + calls {
         launch(i)?;
     }
     end.record(stream)?;
@@ -30,44 +30,21 @@ pub fn time_per_call(
     Ok(ms as f64 * 1e3 / calls.max(1) as f64)
 }
 
-/// The median of `samples` measurements of [`time_per_call`] with `calls` calls each.
+/// The median of `samples` measurements of [`time_per_call`] with `calls` calls each, after
+/// `warmup` untimed calls; the call index runs on across samples (so inputs keep rotating).
+/// Each sample waits for its calls, so with `calls = 1` every call is timed alone, as
+/// `sdpa_baseline.py` times PyTorch's "eager" column (the host's launch cost included).
 pub fn median_per_call(
     stream: &Stream,
+    warmup: usize,
     samples: usize,
     calls: usize,
     mut launch: impl FnMut(usize) -> Result<()>,
 ) -> Result<f64> {
     let mut times = Vec::with_capacity(samples);
     for sample in 0..samples.max(1) {
-        let warmup = if sample == 0 { 3 } else { 0 };
-        times.push(time_per_call(stream, warmup, calls, &mut launch)?);
-    }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
-}
-
-/// The median microseconds of one call timed alone: after `warmup` untimed calls, `samples`
-/// calls each enqueued between two events and waited for before the next, as
-/// `sdpa_baseline.py` times PyTorch's "eager" column (the host's launch cost included).
-pub fn eager_per_call(
-    stream: &Stream,
-    warmup: usize,
-    samples: usize,
-    mut launch: impl FnMut(usize) -> Result<()>,
-) -> Result<f64> {
-    for i in 0..warmup {
-        launch(i)?;
-    }
-    stream.synchronize()?;
-    let start = Event::new(EventFlags::DEFAULT)?;
-    let end = Event::new(EventFlags::DEFAULT)?;
-    let mut times = Vec::with_capacity(samples);
-    for i in 0..samples.max(1) {
-        start.record(stream)?;
-        launch(warmup + i)?;
-        end.record(stream)?;
-        end.synchronize()?;
-        times.push(end.elapsed_time_f32(&start)? as f64 * 1e3);
+        let (untimed, first) = if sample == 0 { (warmup, 0) } else { (0, warmup + sample * calls) };
+        times.push(time_per_call(stream, untimed, calls, |i| launch(first + i))?);
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])

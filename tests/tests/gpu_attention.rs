@@ -104,13 +104,7 @@ fn check_typed<T: Element>(problem: Problem) {
         .expect("reference");
         let bar = Bar::for_output::<T>(&reference.out);
         // Every kernel configuration for this element type and head dim (forced), in every layout.
-        let tiles = flashcore::kernels::KERNELS.iter().filter(|k| {
-            k.dtype == T::DTYPE
-                && k.tile.head_dim == head_dim
-                && k.masked == masked
-                && k.score_mods == options.modifies_scores()
-                && !k.varlen
-        });
+        let tiles = flashcore::kernels::KernelVariant::for_call(T::DTYPE, head_dim, &options, false).kernels();
         let mut kernels: Vec<(String, ForwardOptions)> = tiles
             .map(|k| {
                 let forced = options.q_tile_rows(k.tile.q_tile_rows).kv_tile_rows(k.tile.kv_tile_rows);

@@ -133,15 +133,8 @@ fn random_case(rng: &mut StdRng) -> ([usize; 4], [usize; 4], ForwardOptions<'sta
         options = options.window(side(rng), side(rng));
     }
     // Sometimes force one of the tile shapes that exist for this kind of call.
-    let variant = KernelVariant {
-        dtype: Dtype::F16,
-        head_dim: shape[3],
-        masked: options.is_masked(),
-        score_mods: options.modifies_scores(),
-        varlen: false,
-    };
-    let tiles: Vec<TileShape> =
-        flashcore::kernels::KERNELS.iter().filter(|k| variant.matches(k)).map(|k| TileShape::of(&k.tile)).collect();
+    let variant = KernelVariant::for_call(Dtype::F16, shape[3], &options, false);
+    let tiles: Vec<TileShape> = variant.kernels().map(|k| TileShape::of(&k.tile)).collect();
     if rng.random_bool(0.6) {
         let tile = tiles[rng.random_range(0..tiles.len())];
         options = options.q_tile_rows(tile.q_tile_rows).kv_tile_rows(tile.kv_tile_rows);

@@ -11,10 +11,9 @@
 //! (shorter A/B runs on a GPU).
 
 use cust::prelude::*;
+use flashcore::kernels::KernelVariant;
 use flashcore::{FlashAttention, ForwardOptions};
-use flashcore_benches::{
-    device_name, forced_tile, gpu_context_or_exit, print_table, timed_kernels, Row, Shape, Workload,
-};
+use flashcore_benches::{device_name, forced_tile, gpu_context_or_exit, print_table, Row, Shape, Workload};
 
 fn parse(arg: &str) -> Option<Shape> {
     let dims: Vec<usize> = arg.split(',').map(|d| d.trim().parse().ok()).collect::<Option<_>>()?;
@@ -45,7 +44,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, shape) in shapes.iter().enumerate() {
         let mut workload = Workload::new(*shape, 900 + i as u64)?;
         for causal in [false, true] {
-            let shapes_of_kind = timed_kernels(shape.head_dim, causal)
+            let shapes_of_kind = KernelVariant::plain_f16(shape.head_dim, causal)
+                .kernels()
                 .filter(|k| only_rows.is_none_or(|rows| k.tile.q_tile_rows == rows))
                 .filter(|k| only_keys.is_none_or(|keys| k.tile.kv_tile_rows == keys));
             let forced = shapes_of_kind.map(|kernel| forced_tile(causal, kernel));
