@@ -216,7 +216,8 @@ impl KernelVariant {
 /// - Keys per step, where a height has more than one: the most of which
 ///   [`RESIDENT_CTAS_BY_REGISTERS`] CTAs fit an SM's shared memory, else the fewest. Wider steps
 ///   read Q once per more keys (head dim 128 at 128 rows on an H100, two CTAs of either per SM:
-///   64 keys 1.4–2.5% faster than 32 at 8192 rows, within ±0.6% at 2048), but not at the cost
+///   64 keys 1.4–2.5% faster than 32 at 8192 rows; at 2048 no consistent difference, −0.6% to
+///   +3.5% between runs), but not at the cost
 ///   of a resident CTA (an A100's 164 KiB holds two 64 KiB CTAs, one of 96 KiB). sm_86 and
 ///   sm_89, where one CTA of either fits, keep the fewest: the wider was not measured there.
 pub fn select(
