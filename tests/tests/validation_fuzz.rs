@@ -72,7 +72,7 @@ fn dim() -> impl Strategy<Value = usize> {
     prop_oneof![12 => 1usize..4, 8 => 1usize..300, 1 => Just(0usize), 1 => Just(70_000usize), 1 => Just(1usize << 20)]
 }
 
-fn layout(shape: [usize; 4]) -> impl Strategy<Value = TensorLayout> {
+fn layout(shape: [usize; 4]) -> BoxedStrategy<TensorLayout> {
     let [b, h, s, d] = shape;
     let stride =
         prop_oneof![Just(0usize), 1usize..200, Just(8 * 4096), Just(usize::MAX / 3), (1usize..64).prop_map(|x| 8 * x)];
@@ -82,12 +82,13 @@ fn layout(shape: [usize; 4]) -> impl Strategy<Value = TensorLayout> {
         1 => (stride.clone(), stride.clone(), stride, prop_oneof![9 => Just(1usize), 1 => 0usize..4])
             .prop_map(move |(sb, sh, ss, sd)| TensorLayout::new(shape, [sb, sh, ss, sd])),
     ]
+    .boxed()
 }
 
 /// A tensor argument in slot `slot` of a fake address space (slots are 2^44 bytes apart),
 /// sometimes misaligned, sometimes in another tensor's slot, with an exact, short or huge
 /// buffer length.
-fn tensor(shape: [usize; 4], slot: u64) -> impl Strategy<Value = TensorArg> {
+fn tensor(shape: [usize; 4], slot: u64) -> BoxedStrategy<TensorArg> {
     (
         layout(shape),
         prop_oneof![40 => Just(slot), 1 => 0u64..4],
@@ -103,6 +104,7 @@ fn tensor(shape: [usize; 4], slot: u64) -> impl Strategy<Value = TensorArg> {
             };
             TensorArg { address: (slot + 1) * (1 << 44) + offset, len, layout }
         })
+        .boxed()
 }
 
 fn problem() -> impl Strategy<Value = ForwardProblem<'static>> {
