@@ -32,7 +32,7 @@ def main(sweep_log, sdpa_json, out):
     sdpa = {}
     for r in data["rows"]:
         sdpa[(r["backend"], r["D"], r["S"], bool(r["causal"]))] = r["tflops_graph"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
     for ax, d in zip(axes, (64, 128)):
         for causal, style in ((False, "-"), (True, "--")):
             seqs = sorted({s for fam in ours.values() for (dd, s, c) in fam if dd == d and c == causal})
@@ -49,9 +49,11 @@ def main(sweep_log, sdpa_json, out):
         ax.set_title(f"head dim {d}")
         ax.grid(True, alpha=0.3)
     axes[0].set_ylabel("TFLOP/s (per call in a CUDA graph)")
-    axes[1].legend(fontsize=7, loc="lower right")
+    # Below both panels, where it hides no line.
+    handles, labels = axes[1].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=4)
     fig.suptitle(f"Attention forward, fp16, {data.get('device', '?')}")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
     fig.savefig(out, dpi=110)
 
 
