@@ -72,6 +72,8 @@ fn dim() -> impl Strategy<Value = usize> {
     prop_oneof![12 => 1usize..4, 8 => 1usize..300, 1 => Just(0usize), 1 => Just(70_000usize), 1 => Just(1usize << 20)]
 }
 
+// The strategies below are boxed: nested unboxed, their values overflow the test thread's stack
+// in a debug build.
 fn layout(shape: [usize; 4]) -> BoxedStrategy<TensorLayout> {
     let [b, h, s, d] = shape;
     let stride =
