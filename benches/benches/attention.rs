@@ -30,9 +30,9 @@ fn main() {
         .sample_size(20)
         .configure_from_args();
 
-    // The table first, every case in a short burst as `sdpa_baseline.py` times SDPA (a few
-    // dozen calls each), before criterion's seconds of back-to-back launches per case heat the
-    // GPU into its power cap (docs/perf-notes.md, "Tenth session").
+    // The table first, each case timed as `sdpa_baseline.py` times SDPA, before criterion's
+    // seconds of back-to-back launches per case. The table's own runs still reach an H100's
+    // power cap, as SDPA's do (docs/perf-notes.md, "Eleventh session").
     let mut rows = Vec::new();
     for (i, shape) in BENCH_SHAPES.into_iter().enumerate() {
         let mut workload = Workload::new(shape, i as u64).expect("allocating inputs");

@@ -192,16 +192,13 @@ impl KernelVariant {
 
     /// Every kernel of this variant, one per tile configuration.
     pub fn kernels(self) -> impl Iterator<Item = &'static KernelInfo> {
-        KERNELS.iter().filter(move |k| self.matches(k))
-    }
-
-    /// Whether `kernel` is of this variant (any tile configuration).
-    pub fn matches(&self, kernel: &KernelInfo) -> bool {
-        kernel.dtype == self.dtype
-            && kernel.tile.head_dim == self.head_dim
-            && kernel.masked == self.masked
-            && kernel.score_mods == self.score_mods
-            && kernel.varlen == self.varlen
+        KERNELS.iter().filter(move |k| {
+            k.dtype == self.dtype
+                && k.tile.head_dim == self.head_dim
+                && k.masked == self.masked
+                && k.score_mods == self.score_mods
+                && k.varlen == self.varlen
+        })
     }
 }
 
@@ -215,11 +212,12 @@ impl KernelVariant {
 ///   the shortest.
 /// - Keys per step, where a height has more than one: the most of which
 ///   [`RESIDENT_CTAS_BY_REGISTERS`] CTAs fit an SM's shared memory, else the fewest. Wider steps
-///   read Q once per more keys (head dim 128 at 128 rows on an H100, two CTAs of either per SM:
-///   64 keys 1.4–2.5% faster than 32 at 8192 rows; at 2048 no consistent difference, −0.6% to
-///   +3.5% between runs), but not at the cost
-///   of a resident CTA (an A100's 164 KiB holds two 64 KiB CTAs, one of 96 KiB). sm_86 and
-///   sm_89, where one CTA of either fits, keep the fewest: the wider was not measured there.
+///   read Q once per more keys, but not at the cost of a resident CTA (an A100's 164 KiB holds
+///   two 64 KiB CTAs, one of 96 KiB). At head dim 128 and 128 rows on an H100 (two CTAs of
+///   either per SM) the 64-key step was 0.5–2.5% faster in most runs from 1024 to 16384 rows,
+///   and up to 3.6% slower in others: about the spread between runs (docs/perf-notes.md, tenth
+///   and eleventh sessions). sm_86 and sm_89, where one CTA of either fits, keep the fewest: the
+///   wider was not measured there.
 pub fn select(
     variant: KernelVariant,
     batch_heads: usize,

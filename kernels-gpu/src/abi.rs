@@ -330,9 +330,9 @@ pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
 /// re-read from shared memory for every k step (S's 64 registers take the room of Q's), so each
 /// K/V step reads Q once per 64 keys instead of 32. 96 KiB of shared memory: two CTAs per SM
 /// only where an SM has 194 KiB or more (sm_90), which is where the host chooses it
-/// (`kernels::select`); on an H100, 1.4–2.5% faster than 32-key tiles at 8192 rows, with no
-/// consistent difference at 2048 (−0.6% to +3.5% between runs; docs/perf-notes.md, "Tenth
-/// session"). Plain and masked kernels only: the score-modifier variants spill.
+/// (`kernels::select`); on an H100, 0.5–2.5% faster than 32-key tiles in most runs from 1024 to
+/// 16384 rows and up to 3.6% slower in others (docs/perf-notes.md, tenth and eleventh
+/// sessions). Plain and masked kernels only: the score-modifier variants spill.
 pub const HEAD_DIM_128_Q128_K64: TileConfig = TileConfig {
     head_dim: 128,
     q_tile_rows: 128,

@@ -4,11 +4,16 @@
 use cust::context::Context;
 use cust::prelude::*;
 use flashcore::reference::{HostTensor, Reference};
-use flashcore::{Element, FlashAttention, TensorLayout};
+use flashcore::{DeviceLimits, Element, FlashAttention, TensorLayout};
 use half::f16;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
+
+/// The device the validation suites plan for: an H100/H200, 132 SMs with 228 KiB of shared
+/// memory each (1 KiB reserved per CTA).
+pub const H100: DeviceLimits =
+    DeviceLimits { multiprocessors: 132, smem_per_multiprocessor: 228 * 1024, reserved_smem_per_cta: 1024 };
 
 /// An RNG seeded from `FLASHCORE_TEST_SEED` if set (to replay a failure), else freshly; the seed
 /// is printed so any failure can be replayed.

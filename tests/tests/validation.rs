@@ -4,13 +4,11 @@
 use flashcore::kernels::{check_device, DeviceLimits};
 use flashcore::plan::{plan, ForwardProblem, LseArg, TensorArg, MAX_HEAD_SPAN};
 use flashcore::{Dim, Dtype, Error, ForwardOptions, Operand, TensorLayout};
+use flashcore_tests::H100;
 
 const GIB: u64 = 1 << 30;
-/// Multiprocessors of the device the plans are made for (an H100/H200).
-const SMS: usize = 132;
-/// The device the plans are made for: an H100/H200 (228 KiB of shared memory per SM).
-const H100: DeviceLimits =
-    DeviceLimits { multiprocessors: SMS, smem_per_multiprocessor: 228 * 1024, reserved_smem_per_cta: 1024 };
+/// Multiprocessors of the device the plans are made for.
+const SMS: usize = H100.multiprocessors;
 
 /// A valid problem: four disjoint, aligned fake device buffers of `[B,H,S,D]` tensors.
 fn problem(b: usize, h: usize, s: usize, d: usize) -> ForwardProblem<'static> {

@@ -3,12 +3,9 @@
 //! independent statement of the rules (below, in overflow-free u128 arithmetic) calls valid.
 
 use flashcore::plan::{plan, ForwardProblem, LseArg, TensorArg};
-use flashcore::{DeviceLimits, Dtype, ForwardOptions, TensorLayout};
+use flashcore::{Dtype, ForwardOptions, TensorLayout};
+use flashcore_tests::H100;
 use proptest::prelude::*;
-
-/// An H100/H200: 132 SMs, 228 KiB of shared memory per SM.
-const H100: DeviceLimits =
-    DeviceLimits { multiprocessors: 132, smem_per_multiprocessor: 228 * 1024, reserved_smem_per_cta: 1024 };
 
 /// The rules, restated independently of the library's code.
 fn is_valid(p: &ForwardProblem) -> bool {
