@@ -2,8 +2,11 @@
 //!
 //! First a Markdown table, printed at the end: per case and per tile shape, the median µs per
 //! call inside a CUDA graph of 20 calls (the method of `sdpa_baseline.py`'s graph column, so the
-//! two compare directly), TFLOP/s, and the back-to-back µs. Then criterion measures each case
-//! with CUDA events around back-to-back launches (`iter_custom`), rotating three input sets.
+//! two compare directly), TFLOP/s, and the back-to-back µs. Then a second table, also printed at
+//! the end: the large shapes under sustained load (`SustainedRow`, 4 s per kernel: the automatic
+//! choice and, where that is a Hopper kernel, the mma.sync family's own choice), the method of
+//! `scripts/sdpa_sustained.py`. Then criterion measures each case with CUDA events around
+//! back-to-back launches (`iter_custom`), rotating three input sets.
 
 use std::time::Duration;
 
@@ -11,8 +14,11 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use cust::prelude::*;
 use flashcore::kernels::KernelVariant;
 use flashcore::timing::time_per_call;
-use flashcore::{FlashAttention, ForwardOptions};
-use flashcore_benches::{device_name, forced_tile, gpu_context_or_exit, print_table, Row, Workload, BENCH_SHAPES};
+use flashcore::{FlashAttention, ForwardOptions, KernelFamily};
+use flashcore_benches::{
+    device_name, forced_tile, gpu_context_or_exit, print_sustained_table, print_table, Row, SustainedRow, SustainedRun,
+    Workload, BENCH_SHAPES, SUSTAINED_SHAPES,
+};
 
 fn main() {
     let _context = gpu_context_or_exit("the FlashCore benchmark");
@@ -54,6 +60,26 @@ fn main() {
         }
     }
 
+    // A short measurement at a GPU's power limit lands on a fast or a slow phase of its clocks;
+    // sustained runs take in whole cycles (docs/perf-notes.md, "Twelfth session").
+    let run = SustainedRun::seconds(4);
+    let mut sustained = Vec::new();
+    for (i, shape) in SUSTAINED_SHAPES.into_iter().enumerate() {
+        let mut workload = Workload::new(shape, 100 + i as u64).expect("allocating inputs");
+        for causal in [false, true] {
+            let auto = ForwardOptions::new().causal(causal);
+            let mma_sync = auto.kernel_family(KernelFamily::MmaSync);
+            let auto_is_mma_sync = workload.kernel_name(&flash, &auto) == workload.kernel_name(&flash, &mma_sync);
+            for options in std::iter::once(auto).chain((!auto_is_mma_sync).then_some(mma_sync)) {
+                let kernel = workload.kernel_name(&flash, &options).to_string();
+                sustained.push(
+                    SustainedRow::measure(&mut workload, &flash, &stream, causal, &options, kernel, run)
+                        .expect("timed launches"),
+                );
+            }
+        }
+    }
+
     // The inputs again, one shape at a time: keeping every shape's buffers from the table pass
     // would hold about 5 GB of device memory at once.
     let mut group = criterion.benchmark_group("forward");
@@ -75,4 +101,5 @@ fn main() {
     group.finish();
     criterion.final_summary();
     print_table(&device_name(), &rows);
+    print_sustained_table(&device_name(), run, &sustained);
 }

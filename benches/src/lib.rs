@@ -63,6 +63,15 @@ pub const BENCH_SHAPES: [Shape; 14] = [
     Shape::new(4, 16, 2048, 256),
 ];
 
+/// The shapes the bench also times under sustained load ([`SustainedRow`]): issue 3's large
+/// shapes, where the GPU runs at its power limit.
+pub const SUSTAINED_SHAPES: [Shape; 4] = [
+    Shape::new(16, 16, 512, 64),
+    Shape::new(8, 16, 2048, 64),
+    Shape::new(8, 16, 2048, 128),
+    Shape::new(2, 16, 8192, 128),
+];
+
 /// Input sets rotated between calls so that consecutive calls do not hit in L2.
 pub const INPUT_SETS: usize = 3;
 
@@ -183,6 +192,129 @@ impl Row {
     }
 }
 
+/// How [`SustainedRow::measure`] runs a kernel: idle first, then back to back for a while.
+#[derive(Clone, Copy, Debug)]
+pub struct SustainedRun {
+    /// Idle time before the run, so that every run starts from a GPU that has been idle as long.
+    pub idle: std::time::Duration,
+    /// Length of the run (wall clock).
+    pub run: std::time::Duration,
+    /// Replays that start before this point of the run are left out of the steady-state time.
+    pub settle: std::time::Duration,
+}
+
+impl SustainedRun {
+    /// Runs of `run` seconds after one second of idling, steady from one second in; the bench
+    /// uses 4 s. `scripts/sdpa_sustained.py` times PyTorch's SDPA the same way.
+    pub fn seconds(run: u64) -> Self {
+        let second = std::time::Duration::from_secs(1);
+        Self { idle: second, run: std::time::Duration::from_secs(run), settle: second }
+    }
+}
+
+/// Width of the windows whose medians [`SustainedRow`] keeps, in seconds.
+pub const SUSTAINED_WINDOW_SECONDS: f64 = 0.5;
+
+/// One kernel under sustained load: its graph of 20 calls replayed back to back for seconds. A
+/// GPU at its power limit moves its clocks up and down over about a second, so a measurement of a
+/// quarter second (the table's, and `sdpa_baseline.py`'s) lands on a fast or a slow phase; the
+/// steady-state mean takes in whole cycles.
+#[derive(Clone, Debug)]
+pub struct SustainedRow {
+    /// Problem size.
+    pub shape: Shape,
+    /// Causal or not.
+    pub causal: bool,
+    /// Kernel entry point that ran.
+    pub kernel: String,
+    /// Median µs per call of the replays of the first window (before the clocks fall).
+    pub first_window_micros: f64,
+    /// Mean µs per call over the replays that start after [`SustainedRun::settle`].
+    pub steady_micros: f64,
+    /// Median µs per call of each window of [`SUSTAINED_WINDOW_SECONDS`].
+    pub window_micros: Vec<f64>,
+}
+
+impl SustainedRow {
+    /// Idles, then runs `workload` with `options` as `run` says (see
+    /// [`flashcore::timing::sustained_per_call`]). `kernel` names what ran.
+    pub fn measure(
+        workload: &mut Workload,
+        flash: &FlashAttention,
+        stream: &Stream,
+        causal: bool,
+        options: &ForwardOptions,
+        kernel: String,
+        run: SustainedRun,
+    ) -> flashcore::Result<Self> {
+        std::thread::sleep(run.idle);
+        let replays =
+            flashcore::timing::sustained_per_call(stream, 20, run.run, |i| workload.launch(flash, stream, i, options))?;
+        Ok(Self::from_replays(workload.shape, causal, kernel, &replays, run.settle))
+    }
+
+    /// The row of a run's `replays`: `(seconds since the run began, µs per call)` each, in order
+    /// (what [`flashcore::timing::sustained_per_call`] returns). The steady-state time is NaN when
+    /// no replay started after `settle`.
+    pub fn from_replays(
+        shape: Shape,
+        causal: bool,
+        kernel: String,
+        replays: &[(f64, f64)],
+        settle: std::time::Duration,
+    ) -> Self {
+        let mut windows: Vec<Vec<f64>> = Vec::new();
+        for &(seconds, micros) in replays {
+            let window = (seconds / SUSTAINED_WINDOW_SECONDS) as usize;
+            windows.resize_with(windows.len().max(window + 1), Vec::new);
+            windows[window].push(micros);
+        }
+        let window_micros: Vec<f64> = windows.iter_mut().filter(|w| !w.is_empty()).map(|w| median(w)).collect();
+        // Every replay holds the same number of calls, so the mean of their per-call times is the
+        // steady state's total time over its calls.
+        let steady: Vec<f64> =
+            replays.iter().filter(|(seconds, _)| *seconds >= settle.as_secs_f64()).map(|r| r.1).collect();
+        let steady_micros = if steady.is_empty() { f64::NAN } else { steady.iter().sum::<f64>() / steady.len() as f64 };
+        let first_window_micros = window_micros.first().copied().unwrap_or(f64::NAN);
+        Self { shape, causal, kernel, first_window_micros, steady_micros, window_micros }
+    }
+
+    /// TFLOP/s at the steady-state time.
+    pub fn steady_tflops(&self) -> f64 {
+        self.shape.flops(self.causal) / (self.steady_micros * 1e-6) / 1e12
+    }
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Prints sustained rows as a Markdown table (the format `scripts/sdpa_sustained.py` prints too).
+pub fn print_sustained_table(device: &str, run: SustainedRun, rows: &[SustainedRow]) {
+    println!(
+        "\nFlashCore forward under sustained load, {device}; each kernel idle {:?}, then its graph of 20 calls \
+         replayed back to back for {:?}; steady µs: mean per call from {:?} on; windows: median µs per call of each \
+         {SUSTAINED_WINDOW_SECONDS} s:\n",
+        run.idle, run.run, run.settle
+    );
+    println!("| shape (B,H,S,D) | causal | kernel | first window µs | steady µs | steady TFLOP/s | windows |");
+    println!("|---|---|---|---:|---:|---:|---|");
+    for r in rows {
+        let windows: Vec<String> = r.window_micros.iter().map(|w| format!("{w:.1}")).collect();
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            r.shape,
+            r.causal,
+            r.kernel,
+            r.first_window_micros,
+            r.steady_micros,
+            r.steady_tflops(),
+            windows.join(" ")
+        );
+    }
+}
+
 /// Options that force `kernel`'s tile shape (query rows and keys per step) on the mma.sync
 /// kernels, causal or not.
 pub fn forced_tile(causal: bool, kernel: &flashcore::kernels::KernelInfo) -> ForwardOptions<'static> {
@@ -232,4 +364,38 @@ pub fn gpu_context_or_exit(program: &str) -> cust::context::Context {
         );
         std::process::exit(2)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn row(replays: &[(f64, f64)], settle_ms: u64) -> SustainedRow {
+        let shape = Shape::new(1, 1, 64, 64);
+        SustainedRow::from_replays(shape, false, "k".into(), replays, Duration::from_millis(settle_ms))
+    }
+
+    #[test]
+    fn sustained_row_windows_and_steady_mean() {
+        // Window 0: 10, 11, 30 (median 11); window 1: 20, 21 (median 21); none in window 2;
+        // window 3: 40.
+        let replays = [(0.0, 10.0), (0.1, 30.0), (0.2, 11.0), (0.5, 20.0), (0.9, 21.0), (1.6, 40.0)];
+        let r = row(&replays, 500);
+        assert_eq!(r.window_micros, vec![11.0, 21.0, 40.0]);
+        assert_eq!(r.first_window_micros, 11.0);
+        // Replays from 0.5 s on: (20 + 21 + 40) / 3.
+        assert_eq!(r.steady_micros, 27.0);
+        let flops = r.shape.flops(false);
+        assert!((r.steady_tflops() - flops / 27e-6 / 1e12).abs() < 1e-12);
+    }
+
+    #[test]
+    fn sustained_row_without_a_steady_replay_is_nan() {
+        let r = row(&[(0.0, 10.0), (0.4, 12.0)], 1000);
+        assert!(r.steady_micros.is_nan());
+        assert_eq!(r.window_micros, vec![12.0]);
+        let empty = row(&[], 0);
+        assert!(empty.steady_micros.is_nan() && empty.first_window_micros.is_nan() && empty.window_micros.is_empty());
+    }
 }

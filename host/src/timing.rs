@@ -82,6 +82,54 @@ pub fn graph_per_call(
     Ok(times[times.len() / 2])
 }
 
+/// Graph replays kept in flight by [`sustained_per_call`], so that the GPU never waits for the host.
+const SUSTAINED_REPLAYS_IN_FLIGHT: usize = 4;
+
+/// Microseconds per call over a sustained run, to see a kernel settle under the GPU's power
+/// limit: `calls` launches are captured from `stream` into one graph, which is replayed back to
+/// back for `duration` of wall-clock time (after five warm-up replays), an event recorded between
+/// consecutive replays. Returns one `(seconds since the first timed replay began, µs per call)`
+/// per replay. (Short measurements such as [`graph_per_call`]'s can finish inside the time the
+/// power limiter takes to lower the clocks; this one runs into its steady state.)
+pub fn sustained_per_call(
+    stream: &Stream,
+    calls: usize,
+    duration: std::time::Duration,
+    mut launch: impl FnMut(usize) -> Result<()>,
+) -> Result<Vec<(f64, f64)>> {
+    let graph = CapturedGraph::capture(stream, || (0..calls).try_for_each(&mut launch))?;
+    for _ in 0..GRAPH_WARMUP_REPLAYS {
+        graph.launch(stream)?;
+    }
+    let started = std::time::Instant::now();
+    let first = Event::new(EventFlags::DEFAULT)?;
+    first.record(stream)?;
+    // Events recorded after the replays not yet timed; a replay's time runs from the event before
+    // it (`previous`, at first `first`) to its own.
+    let mut in_flight = std::collections::VecDeque::with_capacity(SUSTAINED_REPLAYS_IN_FLIGHT + 1);
+    let mut previous = first;
+    let (mut replays, mut elapsed_ms) = (Vec::new(), 0.0);
+    let per_call = |ms: f32| ms as f64 * 1e3 / calls.max(1) as f64;
+    while started.elapsed() < duration || !in_flight.is_empty() {
+        if started.elapsed() < duration {
+            graph.launch(stream)?;
+            let end = Event::new(EventFlags::DEFAULT)?;
+            end.record(stream)?;
+            in_flight.push_back(end);
+            if in_flight.len() <= SUSTAINED_REPLAYS_IN_FLIGHT {
+                continue;
+            }
+        }
+        let Some(end) = in_flight.pop_front() else { break };
+        end.synchronize()?;
+        let ms = end.elapsed_time_f32(&previous)?;
+        replays.push((elapsed_ms / 1e3, per_call(ms)));
+        elapsed_ms += ms as f64;
+        previous = end;
+    }
+    Ok(replays)
+}
+
 /// An instantiated CUDA graph captured from a stream (cust 0.3.2 does not wrap stream capture).
 struct CapturedGraph {
     graph: sys::CUgraph,
