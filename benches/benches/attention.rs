@@ -60,8 +60,9 @@ fn main() {
         }
     }
 
-    // A short measurement at a GPU's power limit lands on a fast or a slow phase of its clocks;
-    // sustained runs take in whole cycles (docs/perf-notes.md, "Twelfth session").
+    // A short measurement at a GPU's power limit lands on a fast or a slow phase of its clocks
+    // and depends on what ran before it; sustained runs take in whole cycles, each after the same
+    // idle second (docs/perf-notes.md, "Twelfth session").
     let run = SustainedRun::seconds(4);
     let mut sustained = Vec::new();
     for (i, shape) in SUSTAINED_SHAPES.into_iter().enumerate() {

@@ -217,8 +217,9 @@ pub const SUSTAINED_WINDOW_SECONDS: f64 = 0.5;
 
 /// One kernel under sustained load: its graph of 20 calls replayed back to back for seconds. A
 /// GPU at its power limit moves its clocks up and down over about a second, so a measurement of a
-/// quarter second (the table's, and `sdpa_baseline.py`'s) lands on a fast or a slow phase; the
-/// steady-state mean takes in whole cycles.
+/// quarter second (the table's, and `sdpa_baseline.py`'s) lands on a fast or a slow phase and
+/// depends on what ran just before it; the steady-state mean takes in whole cycles, after the
+/// same idle lead-in for every kernel.
 #[derive(Clone, Debug)]
 pub struct SustainedRow {
     /// Problem size.
