@@ -53,9 +53,7 @@ fn main() {
             for (options, is_auto) in variants {
                 let kernel = workload.kernel_name(&flash, &options);
                 let kernel = if is_auto { kernel.to_string() } else { format!("({kernel})") };
-                rows.push(
-                    Row::measure(&mut workload, &flash, &stream, causal, &options, kernel).expect("timed launches"),
-                );
+                rows.push(Row::measure(&mut workload, &flash, &stream, &options, kernel).expect("timed launches"));
             }
         }
     }
@@ -74,7 +72,7 @@ fn main() {
             for options in std::iter::once(auto).chain((!auto_is_mma_sync).then_some(mma_sync)) {
                 let kernel = workload.kernel_name(&flash, &options).to_string();
                 sustained.push(
-                    SustainedRow::measure(&mut workload, &flash, &stream, causal, &options, kernel, run)
+                    SustainedRow::measure(&mut workload, &flash, &stream, &options, kernel, run)
                         .expect("timed launches"),
                 );
             }

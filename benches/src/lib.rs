@@ -174,7 +174,6 @@ impl Row {
         workload: &mut Workload,
         flash: &FlashAttention,
         stream: &Stream,
-        causal: bool,
         options: &ForwardOptions,
         kernel: String,
     ) -> flashcore::Result<Self> {
@@ -183,6 +182,7 @@ impl Row {
         let eager_micros = median_per_call(stream, 5, 50, 1, |i| workload.launch(flash, stream, i, options))?;
         let micros = graph_per_call(stream, 20, 20, |i| workload.launch(flash, stream, i, options))?;
         let stream_micros = median_per_call(stream, 3, 15, 20, |i| workload.launch(flash, stream, i, options))?;
+        let causal = options.is_causal();
         Ok(Self { shape: workload.shape, causal, kernel, micros, eager_micros, stream_micros })
     }
 
@@ -243,7 +243,6 @@ impl SustainedRow {
         workload: &mut Workload,
         flash: &FlashAttention,
         stream: &Stream,
-        causal: bool,
         options: &ForwardOptions,
         kernel: String,
         run: SustainedRun,
@@ -251,7 +250,7 @@ impl SustainedRow {
         std::thread::sleep(run.idle);
         let replays =
             flashcore::timing::sustained_per_call(stream, 20, run.run, |i| workload.launch(flash, stream, i, options))?;
-        Ok(Self::from_replays(workload.shape, causal, kernel, &replays, run.settle))
+        Ok(Self::from_replays(workload.shape, options.is_causal(), kernel, &replays, run.settle))
     }
 
     /// The row of a run's `replays`: `(seconds since the run began, µs per call)` each, in order

@@ -62,14 +62,11 @@ pub fn graph_per_call(
     stream: &Stream,
     calls: usize,
     samples: usize,
-    mut launch: impl FnMut(usize) -> Result<()>,
+    launch: impl FnMut(usize) -> Result<()>,
 ) -> Result<f64> {
-    let graph = CapturedGraph::capture(stream, || (0..calls).try_for_each(&mut launch))?;
+    let graph = CapturedGraph::capture_and_warm_up(stream, calls, launch)?;
     let start = Event::new(EventFlags::DEFAULT)?;
     let end = Event::new(EventFlags::DEFAULT)?;
-    for _ in 0..GRAPH_WARMUP_REPLAYS {
-        graph.launch(stream)?;
-    }
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
         start.record(stream)?;
@@ -95,12 +92,9 @@ pub fn sustained_per_call(
     stream: &Stream,
     calls: usize,
     duration: std::time::Duration,
-    mut launch: impl FnMut(usize) -> Result<()>,
+    launch: impl FnMut(usize) -> Result<()>,
 ) -> Result<Vec<(f64, f64)>> {
-    let graph = CapturedGraph::capture(stream, || (0..calls).try_for_each(&mut launch))?;
-    for _ in 0..GRAPH_WARMUP_REPLAYS {
-        graph.launch(stream)?;
-    }
+    let graph = CapturedGraph::capture_and_warm_up(stream, calls, launch)?;
     let started = std::time::Instant::now();
     let first = Event::new(EventFlags::DEFAULT)?;
     first.record(stream)?;
@@ -156,6 +150,16 @@ impl CapturedGraph {
             sys::cuGraphInstantiateWithFlags(&mut this.exec, this.graph, 0)
         })?;
         Ok(this)
+    }
+
+    /// Captures `calls` launches (`launch(0..calls)`) and replays the graph
+    /// [`GRAPH_WARMUP_REPLAYS`] times.
+    fn capture_and_warm_up(stream: &Stream, calls: usize, mut launch: impl FnMut(usize) -> Result<()>) -> Result<Self> {
+        let graph = Self::capture(stream, || (0..calls).try_for_each(&mut launch))?;
+        for _ in 0..GRAPH_WARMUP_REPLAYS {
+            graph.launch(stream)?;
+        }
+        Ok(graph)
     }
 
     fn launch(&self, stream: &Stream) -> Result<()> {

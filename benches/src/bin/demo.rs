@@ -46,7 +46,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 );
             }
             let kernel = workload.kernel_name(&flash, &options).to_string();
-            rows.push(Row::measure(&mut workload, &flash, &stream, causal, &options, kernel)?);
+            rows.push(Row::measure(&mut workload, &flash, &stream, &options, kernel)?);
         }
     }
     print_table(&device_name(), &rows);

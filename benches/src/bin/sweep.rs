@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 let name = workload.kernel_name(&flash, &options);
                 let kernel = if forced { format!("({name})") } else { name.to_string() };
-                rows.push(Row::measure(&mut workload, &flash, &stream, causal, &options, kernel)?);
+                rows.push(Row::measure(&mut workload, &flash, &stream, &options, kernel)?);
             }
         }
     }

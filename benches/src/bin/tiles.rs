@@ -77,16 +77,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for options in forced.into_iter().chain(with_auto.then_some(auto)) {
                 let kernel = workload.kernel_name(&flash, &options).to_string();
                 match sustain {
-                    Some(run) => sustained.push(SustainedRow::measure(
-                        &mut workload,
-                        &flash,
-                        &stream,
-                        causal,
-                        &options,
-                        kernel,
-                        run,
-                    )?),
-                    None => rows.push(Row::measure(&mut workload, &flash, &stream, causal, &options, kernel)?),
+                    Some(run) => {
+                        sustained.push(SustainedRow::measure(&mut workload, &flash, &stream, &options, kernel, run)?)
+                    }
+                    None => rows.push(Row::measure(&mut workload, &flash, &stream, &options, kernel)?),
                 }
             }
         }
