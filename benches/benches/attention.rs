@@ -98,7 +98,7 @@ fn main() {
             group.throughput(Throughput::Elements(shape.flops(causal) as u64));
             group.bench_function(BenchmarkId::from_parameter(&id), |b| {
                 b.iter_custom(|iters| {
-                    let us = time_per_call(&stream, 0, iters as usize, |i| workload.launch(&flash, &stream, i, &auto))
+                    let us = time_per_call(&stream, 0, iters as usize, workload.launcher(&flash, &stream, &auto))
                         .expect("timed launches");
                     Duration::from_secs_f64(us * 1e-6 * iters as f64)
                 })

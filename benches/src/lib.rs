@@ -37,6 +37,11 @@ impl Shape {
     pub fn flops(&self, causal: bool) -> f64 {
         flashcore::forward_flops(&self.layout(), self.seq, causal)
     }
+
+    /// TFLOP/s of one forward call that takes `micros` µs.
+    pub fn tflops(&self, causal: bool, micros: f64) -> f64 {
+        self.flops(causal) / (micros * 1e-6) / 1e12
+    }
 }
 
 impl std::fmt::Display for Shape {
@@ -74,6 +79,9 @@ pub const SUSTAINED_SHAPES: [Shape; 4] = [
 
 /// Input sets rotated between calls so that consecutive calls do not hit in L2.
 pub const INPUT_SETS: usize = 3;
+
+/// Calls captured in one CUDA graph, as `sdpa_baseline.py` captures SDPA's.
+pub const GRAPH_CALLS: usize = 20;
 
 /// Device buffers for one shape: `INPUT_SETS` sets of random N(0,1) Q, K, V and one output.
 pub struct Workload {
@@ -117,6 +125,16 @@ impl Workload {
             &mut AttnTensorMut::new(&mut self.out, layout),
             options,
         )
+    }
+
+    /// [`launch`](Self::launch) as the `launch(i)` closure that `flashcore::timing` takes.
+    pub fn launcher<'a>(
+        &'a mut self,
+        flash: &'a FlashAttention,
+        stream: &'a Stream,
+        options: &'a ForwardOptions,
+    ) -> impl FnMut(usize) -> flashcore::Result<()> + 'a {
+        move |i| self.launch(flash, stream, i, options)
     }
 
     /// The mma.sync kernel a call with `options` is planned with (autotuning applied).
@@ -178,17 +196,18 @@ impl Row {
         kernel: String,
     ) -> flashcore::Result<Self> {
         use flashcore::timing::{graph_per_call, median_per_call};
+        let (shape, causal) = (workload.shape, options.is_causal());
+        let mut launch = workload.launcher(flash, stream, options);
         // One call per sample, each waited for: SDPA's "eager" timing.
-        let eager_micros = median_per_call(stream, 5, 50, 1, |i| workload.launch(flash, stream, i, options))?;
-        let micros = graph_per_call(stream, 20, 20, |i| workload.launch(flash, stream, i, options))?;
-        let stream_micros = median_per_call(stream, 3, 15, 20, |i| workload.launch(flash, stream, i, options))?;
-        let causal = options.is_causal();
-        Ok(Self { shape: workload.shape, causal, kernel, micros, eager_micros, stream_micros })
+        let eager_micros = median_per_call(stream, 5, 50, 1, &mut launch)?;
+        let micros = graph_per_call(stream, GRAPH_CALLS, 20, &mut launch)?;
+        let stream_micros = median_per_call(stream, 3, 15, GRAPH_CALLS, &mut launch)?;
+        Ok(Self { shape, causal, kernel, micros, eager_micros, stream_micros })
     }
 
     /// Achieved TFLOP/s.
     pub fn tflops(&self) -> f64 {
-        self.shape.flops(self.causal) / (self.micros * 1e-6) / 1e12
+        self.shape.tflops(self.causal, self.micros)
     }
 }
 
@@ -248,9 +267,10 @@ impl SustainedRow {
         run: SustainedRun,
     ) -> flashcore::Result<Self> {
         std::thread::sleep(run.idle);
-        let replays =
-            flashcore::timing::sustained_per_call(stream, 20, run.run, |i| workload.launch(flash, stream, i, options))?;
-        Ok(Self::from_replays(workload.shape, options.is_causal(), kernel, &replays, run.settle))
+        let shape = workload.shape;
+        let launch = workload.launcher(flash, stream, options);
+        let replays = flashcore::timing::sustained_per_call(stream, GRAPH_CALLS, run.run, launch)?;
+        Ok(Self::from_replays(shape, options.is_causal(), kernel, &replays, run.settle))
     }
 
     /// The row of a run's `replays`: `(seconds since the run began, µs per call)` each, in order
@@ -281,7 +301,7 @@ impl SustainedRow {
 
     /// TFLOP/s at the steady-state time.
     pub fn steady_tflops(&self) -> f64 {
-        self.shape.flops(self.causal) / (self.steady_micros * 1e-6) / 1e12
+        self.shape.tflops(self.causal, self.steady_micros)
     }
 }
 
@@ -293,7 +313,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// Prints sustained rows as a Markdown table (the format `scripts/sdpa_sustained.py` prints too).
 pub fn print_sustained_table(device: &str, run: SustainedRun, rows: &[SustainedRow]) {
     println!(
-        "\nFlashCore forward under sustained load, {device}; each kernel idle {:?}, then its graph of 20 calls \
+        "\nFlashCore forward under sustained load, {device}; each kernel idle {:?}, then its graph of {GRAPH_CALLS} calls \
          replayed back to back for {:?}; steady µs: mean per call from {:?} on; windows: median µs per call of each \
          {SUSTAINED_WINDOW_SECONDS} s:\n",
         run.idle, run.run, run.settle
@@ -328,7 +348,7 @@ pub fn forced_tile(causal: bool, kernel: &flashcore::kernels::KernelInfo) -> For
 /// Prints rows as a Markdown table.
 pub fn print_table(device: &str, rows: &[Row]) {
     println!(
-        "\nFlashCore forward, {device}; µs: median per call inside a CUDA graph of 20 calls; eager µs: one call \
+        "\nFlashCore forward, {device}; µs: median per call inside a CUDA graph of {GRAPH_CALLS} calls; eager µs: one call \
          timed alone; stream µs: back-to-back launches:\n"
     );
     println!("| shape (B,H,S,D) | causal | kernel | µs | TFLOP/s | stream µs | eager µs |");
