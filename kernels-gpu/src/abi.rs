@@ -155,7 +155,7 @@ pub const fn takes_extended_params(score_mods: bool, varlen: bool) -> bool {
 pub struct TileConfig {
     /// Head dimension D (elements per row of Q, K, V and O).
     pub head_dim: usize,
-    /// Query rows handled by one CTA: `16 * m_tiles` per warp.
+    /// Query rows handled by one CTA: `16 * m_tiles` per warp (see [`TileConfig::m_tile_offset`]).
     pub q_tile_rows: usize,
     /// 16-row mma tiles per warp. With 2, every K/V fragment read from shared memory feeds two
     /// mma instead of one.
@@ -171,6 +171,13 @@ pub struct TileConfig {
     pub warps: usize,
     /// Shared-memory stages of the K/V `cp.async` pipeline.
     pub stages: usize,
+    /// Whether a warp's m-tiles are `16 * warps` rows apart (FlashAttention-2's order) instead of
+    /// adjacent. Every warp then holds rows from each part of the Q tile: a causal diagonal
+    /// weighs the same on every warp, and in the diagonal's last key tiles every warp skips its
+    /// first m-tile, which sees none of their keys (the CTA waits for its slowest warp, so
+    /// skipping on some warps alone gains nothing). Costs a mask test per m-tile instead of one
+    /// per warp: set where registers allow (head dim 128 spilled).
+    pub interleaved_m_tiles: bool,
 }
 
 /// Bytes of one element (f16 and bf16 alike).
@@ -180,6 +187,25 @@ impl TileConfig {
     /// Threads per CTA.
     pub const fn threads(&self) -> usize {
         self.warps * 32
+    }
+
+    /// Row of the Q tile where warp `warp`'s first m-tile starts.
+    pub const fn warp_first_row(&self, warp: usize) -> usize {
+        if self.interleaved_m_tiles {
+            16 * warp
+        } else {
+            16 * self.m_tiles * warp
+        }
+    }
+
+    /// Rows from a warp's first m-tile to its m-tile `m`: `16 * warps` with
+    /// [`interleaved_m_tiles`](Self::interleaved_m_tiles), else 16 (adjacent m-tiles).
+    pub const fn m_tile_offset(&self, m: usize) -> usize {
+        if self.interleaved_m_tiles {
+            16 * self.warps * m
+        } else {
+            16 * m
+        }
     }
 
     /// Q fragments (A operands of 16 rows x 16 columns) a warp keeps in registers.
@@ -236,10 +262,11 @@ pub const HEAD_DIM_32_Q64: TileConfig = TileConfig {
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
-/// Head dimension 32, large problems: 4 warps x 32 query rows, 64 keys per step, 2 stages
-/// (48 KiB of shared memory).
+/// Head dimension 32, large problems: 4 warps x 32 query rows (two interleaved m-tiles), 64 keys
+/// per step, 2 stages (48 KiB of shared memory).
 pub const HEAD_DIM_32_Q128: TileConfig = TileConfig {
     head_dim: 32,
     q_tile_rows: 128,
@@ -248,6 +275,7 @@ pub const HEAD_DIM_32_Q128: TileConfig = TileConfig {
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: true,
 };
 
 /// Head dimension 64, small problems: 4 warps x 16 query rows (64-row Q tiles, twice as many
@@ -260,11 +288,12 @@ pub const HEAD_DIM_64_Q64: TileConfig = TileConfig {
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
-/// Head dimension 64, large problems: 4 warps x 32 query rows, Q fragments in registers (a
-/// fifth less shared-memory traffic per mma than re-reading them), 64 keys per step, 2 stages
-/// (48 KiB of shared memory).
+/// Head dimension 64, large problems: 4 warps x 32 query rows (two interleaved m-tiles), Q
+/// fragments in registers (a fifth less shared-memory traffic per mma than re-reading them),
+/// 64 keys per step, 2 stages (48 KiB of shared memory).
 pub const HEAD_DIM_64_Q128: TileConfig = TileConfig {
     head_dim: 64,
     q_tile_rows: 128,
@@ -273,6 +302,7 @@ pub const HEAD_DIM_64_Q128: TileConfig = TileConfig {
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: true,
 };
 
 /// Head dimension 96, small problems: 4 warps x 16 query rows, 64 keys per step, 2 stages
@@ -285,6 +315,7 @@ pub const HEAD_DIM_96_Q64: TileConfig = TileConfig {
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
 /// Head dimension 96, large problems: 4 warps x 32 query rows, Q re-read from shared memory,
@@ -297,6 +328,7 @@ pub const HEAD_DIM_96_Q128: TileConfig = TileConfig {
     kv_tile_rows: 32,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
 /// Head dimension 128, small problems: 4 warps x 16 query rows, Q re-read from shared memory
@@ -310,6 +342,7 @@ pub const HEAD_DIM_128_Q64: TileConfig = TileConfig {
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
 /// Head dimension 128, large problems: 4 warps x 32 query rows, the first 2 of Q's 8 k steps in
@@ -324,6 +357,7 @@ pub const HEAD_DIM_128_Q128: TileConfig = TileConfig {
     kv_tile_rows: 32,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
 /// Head dimension 128, large problems, 64 keys per step: as [`HEAD_DIM_128_Q128`] with Q
@@ -341,6 +375,7 @@ pub const HEAD_DIM_128_Q128_K64: TileConfig = TileConfig {
     kv_tile_rows: 64,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
 /// Head dimension 256: 4 warps x 16 query rows, Q re-read from shared memory, 32 keys per step,
@@ -353,6 +388,7 @@ pub const HEAD_DIM_256_Q64: TileConfig = TileConfig {
     kv_tile_rows: 32,
     warps: 4,
     stages: 2,
+    interleaved_m_tiles: false,
 };
 
 /// Registers per thread that a configuration's kernels are capped at on a GPU of compute
@@ -628,6 +664,7 @@ impl HopperConfig {
             kv_tile_rows: self.kv_tile_rows,
             warps: 4 * self.consumer_warpgroups,
             stages: self.stages,
+            interleaved_m_tiles: false,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The FlashAttention-2 forward pass, generic over a kernel configuration.
 //!
 //! One CTA computes one block of `q_tile_rows` query rows of one (batch, head); each warp owns
-//! `16 * m_tiles` of those rows. Q is loaded once; K/V tiles stream through a `stages`-deep
+//! `m_tiles` 16-row m-tiles of those rows, `16 * warps` rows apart (`TileConfig::m_tile_offset`).
+//! Q is loaded once; K/V tiles stream through a `stages`-deep
 //! `cp.async` ring. Per K/V tile a warp computes S = Q·Kᵀ (mma.sync), the online softmax in base
 //! 2 against a lazily moved reference max (O and the row sums rescaled only when it moves), and
 //! adds P·V, with P converted to f16 in registers: S and P never touch shared or global memory.
@@ -237,7 +238,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     let tile = C::TILE;
     let (q_rows, kv_rows, stages) = (tile.q_tile_rows as u32, tile.kv_tile_rows as u32, tile.stages);
     let thread = arch::thread_idx() as usize;
-    let warp_row0 = 16 * tile.m_tiles * arch::warp_id() as usize;
+    let warp_row0 = tile.warp_first_row(arch::warp_id() as usize);
     // SAFETY: host-validated parameters.
     let Block { batch, head, split, q_start, seq } = unsafe { Block::locate::<C>(p, x) };
     // Varlen: the grid covers the longest sequence; shorter ones leave blocks with no rows.
@@ -333,14 +334,11 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     for i in 0..C::QFrags::LEN {
         let (m, k_step) = (i / q_register_k_steps, i % q_register_k_steps);
         // SAFETY: converged warp; the warp's rows are inside the Q tile.
-        q_frags[i] = unsafe { tiles.q.load_a(warp_row0 + 16 * m, k_step) };
+        q_frags[i] = unsafe { tiles.q.load_a(warp_row0 + tile.m_tile_offset(m), k_step) };
     }
     let mut out = C::Output::splat([0.0; 4]);
     let mut rows = RowState::<C> { max: C::RowValues::splat(f32::NEG_INFINITY), sum: C::RowValues::splat(0.0) };
     let first_row = q_start + warp_row0 as u32;
-    // The window of the warp's first row; row r of the warp sees keys first_lo + r ..= first_hi + r.
-    let (first_lo, first_hi) = (first_row as i32 + lo, first_row as i32 + hi);
-    let last_row_offset = (16 * tile.m_tiles - 1) as i32;
     // ALiBi: the bias of a score is -slope·|key - (row + shift)|, here in units of raw scores.
     let alibi_slope = if C::SCORE_MODS && x.alibi_slopes != 0 {
         // SAFETY: the host checked that the slopes cover every (batch, head).
@@ -349,6 +347,18 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     } else {
         0.0
     };
+    let warp = WarpRows::<C> {
+        q: &tiles.q,
+        q_frags: &q_frags,
+        row0: warp_row0,
+        first_lo: first_row as i32 + lo,
+        first_hi: first_row as i32 + hi,
+        seq_k: seq.seq_k,
+        scale_log2: p.scale_log2,
+        x,
+        alibi_slope,
+        alibi_row: first_row as i32 + shift,
+    };
 
     for block in 0..kv_blocks {
         arch::cp_async_wait(stages - 2);
@@ -356,33 +366,15 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
         load_group(block + stages - 1);
 
         let stage = block % stages;
-        let mut scores = q_k_transposed::<C>(&tiles.q, &q_frags, &tiles.k(stage), warp_row0);
+        let (k, v) = (tiles.k(stage), tiles.v(stage));
         let kv_start = (first_tile + block as u32) * kv_rows;
-        if C::SCORE_MODS {
-            if x.softcap > 0.0 {
-                soft_cap::<C>(&mut scores, x.softcap, x.softcap_scale);
-            }
-            if alibi_slope != 0.0 {
-                alibi::<C>(&mut scores, alibi_slope, kv_start as i32 - (first_row as i32 + shift));
-            }
-        }
-        let kv_last = (kv_start + kv_rows - 1) as i32;
-        // Only tiles that hold keys past the end or outside some row's window pay for the mask
-        // (the test is uniform per warp).
-        let outside = kv_last > first_hi || (kv_start as i32) < first_lo + last_row_offset;
-        if kv_start + kv_rows > seq.seq_k || (C::MASKED && outside) {
-            mask::<C>(&mut scores, kv_start, seq.seq_k, first_lo, first_hi);
-        }
-        // The row sums grow by this tile's P: bf16, this thread's part of the unrounded P; f16,
-        // whole rows of the P that multiplied V (`Element::SUMS_FROM_ROUNDED_P`).
-        // (bf16 adds its sums before P·V: kept across it they cost registers, and d128 spilled.)
-        let exact_sums = online_softmax::<C>(&mut scores, p.scale_log2, &mut rows, &mut out);
-        if !C::Elem::SUMS_FROM_ROUNDED_P {
-            add_row_values::<C>(&mut rows.sum, &exact_sums);
-        }
-        let rounded_sums = add_p_v::<C>(&scores, &tiles.v(stage), &mut out);
-        if C::Elem::SUMS_FROM_ROUNDED_P {
-            add_row_values::<C>(&mut rows.sum, &rounded_sums);
+        // The diagonal's last key tiles: the warp's first m-tile sees none of their keys.
+        // (A warp-uniform branch between two copies of the step; the test is at compile time
+        // false without a mask or interleaved m-tiles.)
+        if C::MASKED && tile.interleaved_m_tiles && tile.m_tiles > 1 && kv_start as i32 > warp.first_hi + 15 {
+            warp.key_tile::<1>(&k, &v, kv_start, &mut rows, &mut out);
+        } else {
+            warp.key_tile::<0>(&k, &v, kv_start, &mut rows, &mut out);
         }
     }
     arch::cp_async_wait(0);
@@ -401,28 +393,111 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     unsafe { epilogue::<C>(p, x, &tiles.q, &rows.max, &total, &mut out, &at) };
 }
 
-/// S = Q·Kᵀ for the warp's rows and one K tile, one 16-wide k step at a time. K fragments are
-/// read once and used by every m-tile; Q fragments come from registers or, per k step, from the
-/// Q tile, so that only one k step of them is live.
+/// What one warp's main loop holds fixed: its rows, their windows, the score modifications.
+struct WarpRows<'a, C: KernelTraits> {
+    q: &'a SharedTile,
+    q_frags: &'a C::QFrags,
+    /// Row of the Q tile where the warp's first m-tile starts.
+    row0: usize,
+    /// The window of the warp's first row (query row `first_row`, not stored): row `first_row + r`
+    /// sees keys `first_lo + r ..= first_hi + r`.
+    first_lo: i32,
+    first_hi: i32,
+    seq_k: u32,
+    scale_log2: f32,
+    x: &'a ExtendedParams,
+    /// ALiBi's slope in raw-score units (0: none).
+    alibi_slope: f32,
+    /// `first_row + shift`: the key on the bottom-right-aligned diagonal of the warp's first row.
+    alibi_row: i32,
+}
+
+impl<C: KernelTraits> WarpRows<'_, C> {
+    /// One K/V tile for the warp's m-tiles `FIRST_M..`: S = Q·Kᵀ, score modifications and masks,
+    /// the online softmax, O += P·V. The m-tiles before `FIRST_M` must see no key of the tile:
+    /// skipped, they are exactly as if computed (P = 0 adds nothing, and their max stays).
+    #[inline(always)]
+    fn key_tile<const FIRST_M: usize>(
+        &self,
+        k: &SharedTile,
+        v: &SharedTile,
+        kv_start: u32,
+        rows: &mut RowState<C>,
+        out: &mut C::Output,
+    ) {
+        let tile = C::TILE;
+        let mut scores = q_k_transposed::<C, FIRST_M>(self.q, self.q_frags, k, self.row0);
+        if C::SCORE_MODS {
+            if self.x.softcap > 0.0 {
+                soft_cap::<C, FIRST_M>(&mut scores, self.x.softcap, self.x.softcap_scale);
+            }
+            if self.alibi_slope != 0.0 {
+                alibi::<C, FIRST_M>(&mut scores, self.alibi_slope, kv_start as i32 - self.alibi_row);
+            }
+        }
+        // Only tiles with keys past the end or outside some row's window pay for the mask (the
+        // tests are uniform per warp): with interleaved m-tiles, per m-tile (a diagonal crosses
+        // each at another key); else one test for the warp's adjacent rows.
+        let kv_last = (kv_start + tile.kv_tile_rows as u32 - 1) as i32;
+        let past_end = kv_last as u32 >= self.seq_k;
+        let outside = |first: i32, last: i32| {
+            C::MASKED && (kv_last > self.first_hi + first || (kv_start as i32) < self.first_lo + last)
+        };
+        if tile.interleaved_m_tiles {
+            for m in FIRST_M..tile.m_tiles {
+                let offset = tile.m_tile_offset(m) as i32;
+                if past_end || outside(offset, offset + 15) {
+                    mask::<C>(&mut scores, m, kv_start, self.seq_k, self.first_lo + offset, self.first_hi + offset);
+                }
+            }
+        } else if past_end || outside(0, tile.m_tile_offset(tile.m_tiles - 1) as i32 + 15) {
+            for m in FIRST_M..tile.m_tiles {
+                let offset = tile.m_tile_offset(m) as i32;
+                mask::<C>(&mut scores, m, kv_start, self.seq_k, self.first_lo + offset, self.first_hi + offset);
+            }
+        }
+        // The row sums grow by this tile's P: bf16, this thread's part of the unrounded P; f16,
+        // whole rows of the P that multiplied V (`Element::SUMS_FROM_ROUNDED_P`).
+        // (bf16 adds its sums before P·V: kept across it they cost registers, and d128 spilled.)
+        let exact_sums = online_softmax::<C, FIRST_M>(&mut scores, self.scale_log2, rows, out);
+        if !C::Elem::SUMS_FROM_ROUNDED_P {
+            add_row_values::<C>(&mut rows.sum, &exact_sums);
+        }
+        let rounded_sums = add_p_v::<C, FIRST_M>(&scores, v, out);
+        if C::Elem::SUMS_FROM_ROUNDED_P {
+            add_row_values::<C>(&mut rows.sum, &rounded_sums);
+        }
+    }
+}
+
+/// S = Q·Kᵀ for the warp's m-tiles `FIRST_M..` and one K tile, one 16-wide k step at a time (the
+/// scores of the m-tiles before `FIRST_M` stay 0). K fragments are read once and used by every
+/// m-tile; Q fragments come from registers or, per k step, from the Q tile, so that only one k
+/// step of them is live.
 #[inline(always)]
-fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &SharedTile, warp_row0: usize) -> C::Scores {
+fn q_k_transposed<C: KernelTraits, const FIRST_M: usize>(
+    q: &SharedTile,
+    q_frags: &C::QFrags,
+    k: &SharedTile,
+    warp_row0: usize,
+) -> C::Scores {
     let tile = C::TILE;
     let (k_steps, n_tiles) = (tile.head_dim / 16, tile.kv_tile_rows / 8);
     let mut scores = C::Scores::splat([0.0; 4]);
     for k_step in 0..k_steps {
         let mut a = [[0u32; 4]; 4];
-        for m in 0..tile.m_tiles {
+        for m in FIRST_M..tile.m_tiles {
             a[m] = if k_step < tile.q_register_k_steps {
                 q_frags[m * tile.q_register_k_steps + k_step]
             } else {
                 // SAFETY: converged warp; the warp's rows are inside the Q tile.
-                unsafe { q.load_a(warp_row0 + 16 * m, k_step) }
+                unsafe { q.load_a(warp_row0 + tile.m_tile_offset(m), k_step) }
             };
         }
         for n_pair in 0..n_tiles / 2 {
             // SAFETY: converged warp; keys n_pair*16..+16 are inside the K tile.
             let b: [BFrag; 2] = unsafe { k.load_b_transposed_n_pair(16 * n_pair, k_step) };
-            for m in 0..tile.m_tiles {
+            for m in FIRST_M..tile.m_tiles {
                 for half in 0..2 {
                     let s = &mut scores[m * n_tiles + 2 * n_pair + half];
                     *s = C::Elem::mma(a[m], b[half], *s);
@@ -433,49 +508,59 @@ fn q_k_transposed<C: KernelTraits>(q: &SharedTile, q_frags: &C::QFrags, k: &Shar
     scores
 }
 
-/// ALiBi: adds `-slope·|key - row - shift|` to each score, where `key_minus_row` is the first
-/// key of the tile minus (the warp's first row + shift), and `slope` is in raw-score units.
+/// ALiBi: adds `-slope·|key - row - shift|` to each score of m-tiles `FIRST_M..`, where
+/// `key_minus_row` is the first key of the tile minus (the warp's first row + shift), and `slope`
+/// is in raw-score units.
 #[inline(always)]
-fn alibi<C: KernelTraits>(scores: &mut C::Scores, slope: f32, key_minus_row: i32) {
+fn alibi<C: KernelTraits, const FIRST_M: usize>(scores: &mut C::Scores, slope: f32, key_minus_row: i32) {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let lane = arch::lane_id() as usize;
-    for i in 0..C::Scores::LEN {
+    for i in FIRST_M * n_tiles..C::Scores::LEN {
         let (m, n_tile) = (i / n_tiles, i % n_tiles);
         for e in 0..4 {
             let (row, col) = layout::mma_c_coords(lane, e);
-            let distance = (key_minus_row + (8 * n_tile + col) as i32 - (16 * m + row) as i32).unsigned_abs();
+            let row = C::TILE.m_tile_offset(m) + row;
+            let distance = (key_minus_row + (8 * n_tile + col) as i32 - row as i32).unsigned_abs();
             scores[i][e] = arch::fma(-slope, distance as f32, scores[i][e]);
         }
     }
 }
 
-/// Softcapping: `s = cap * tanh(s * scale / cap)`, in natural units (the host then passes
-/// log2(e) as the softmax's scale). Runs before the mask, which overwrites with -inf.
+/// Softcapping of m-tiles `FIRST_M..`: `s = cap * tanh(s * scale / cap)`, in natural units (the
+/// host then passes log2(e) as the softmax's scale). Runs before the mask, which overwrites with
+/// -inf.
 #[inline(always)]
-fn soft_cap<C: KernelTraits>(scores: &mut C::Scores, cap: f32, scale_over_cap: f32) {
-    for i in 0..C::Scores::LEN {
+fn soft_cap<C: KernelTraits, const FIRST_M: usize>(scores: &mut C::Scores, cap: f32, scale_over_cap: f32) {
+    for i in FIRST_M * C::TILE.kv_tile_rows / 8..C::Scores::LEN {
         for e in 0..4 {
             scores[i][e] = cap * arch::tanh(scores[i][e] * scale_over_cap);
         }
     }
 }
 
-/// Sets scores of keys past `seq_k` and (masked kernels) keys outside each row's window to -inf.
-/// The warp's first row sees keys `first_lo..=first_hi`; each further row one key more on both
-/// ends.
+/// Sets the scores of m-tile `m` for keys past `seq_k` and (masked kernels) keys outside each
+/// row's window to -inf. The m-tile's first row sees keys `first_lo..=first_hi`; each further row
+/// one key more on both ends.
 #[inline(always)]
-pub(crate) fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k: u32, first_lo: i32, first_hi: i32) {
+pub(crate) fn mask<C: KernelTraits>(
+    scores: &mut C::Scores,
+    m: usize,
+    kv_start: u32,
+    seq_k: u32,
+    first_lo: i32,
+    first_hi: i32,
+) {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let lane = arch::lane_id() as usize;
     // One unsigned compare per score tests both window ends: a key below the window wraps around
     // to a value above the window's width.
     let width = first_hi.wrapping_sub(first_lo) as u32;
-    for i in 0..C::Scores::LEN {
-        let (m, n_tile) = (i / n_tiles, i % n_tiles);
+    for n_tile in 0..n_tiles {
+        let i = m * n_tiles + n_tile;
         for e in 0..4 {
             let (row, col) = layout::mma_c_coords(lane, e);
             let key = kv_start + (8 * n_tile + col) as u32;
-            let outside = (key as i32).wrapping_sub(first_lo + (16 * m + row) as i32) as u32 > width;
+            let outside = (key as i32).wrapping_sub(first_lo + row as i32) as u32 > width;
             if key >= seq_k || (C::MASKED && outside) {
                 scores[i][e] = f32::NEG_INFINITY;
             }
@@ -492,26 +577,26 @@ pub(crate) fn mask<C: KernelTraits>(scores: &mut C::Scores, kv_start: u32, seq_k
 /// Returns this thread's part of each row's sum of this tile's P (unrounded); adding it to the
 /// row sums is the caller's choice.
 #[inline(always)]
-pub(crate) fn online_softmax<C: KernelTraits>(
+pub(crate) fn online_softmax<C: KernelTraits, const FIRST_M: usize>(
     scores: &mut C::Scores,
     scale_log2: f32,
     rows: &mut RowState<C>,
     out: &mut C::Output,
 ) -> C::RowValues {
-    let thread_max = thread_row_maxima::<C>(scores);
+    let thread_max = thread_row_maxima::<C, FIRST_M>(scores);
     let mut exceeds = false;
     for r in 0..C::RowValues::LEN {
         // A masked row (-inf) never exceeds; its first visible key always does (-inf + 8).
         exceeds |= thread_max[r] * scale_log2 > rows.max[r] + RESCALE_THRESHOLD;
     }
     if arch::vote_any(exceeds) {
-        let rescale = softmax_max::<C>(&thread_max, scale_log2, rows);
-        multiply_output::<C>(out, &rescale.factors);
+        let rescale = softmax_max::<C, FIRST_M>(&thread_max, scale_log2, rows);
+        multiply_output::<C, FIRST_M>(out, &rescale.factors);
         for r in 0..C::RowValues::LEN {
             rows.sum[r] *= rescale.factors[r];
         }
     }
-    softmax_exp::<C>(scores, scale_log2, rows)
+    softmax_exp::<C, FIRST_M>(scores, scale_log2, rows)
 }
 
 /// `values[r] += more[r]` for each row the thread holds.
@@ -540,8 +625,8 @@ pub(crate) fn softmax_update<C: KernelTraits>(
     scale_log2: f32,
     rows: &mut RowState<C>,
 ) -> Rescale<C> {
-    let rescale = softmax_max::<C>(&thread_row_maxima::<C>(scores), scale_log2, rows);
-    let tile_sums = softmax_exp::<C>(scores, scale_log2, rows);
+    let rescale = softmax_max::<C, 0>(&thread_row_maxima::<C, 0>(scores), scale_log2, rows);
+    let tile_sums = softmax_exp::<C, 0>(scores, scale_log2, rows);
     for r in 0..C::RowValues::LEN {
         rows.sum[r] = rows.sum[r] * rescale.factors[r] + tile_sums[r];
     }
@@ -549,12 +634,13 @@ pub(crate) fn softmax_update<C: KernelTraits>(
 }
 
 /// The max of the raw scores this thread holds of each row r = 2 * m + half, which is row
-/// `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1 of each of its fragments.
+/// `g + 8 * half` of m-tile m: C elements 2 * half and 2 * half + 1 of each of its fragments
+/// (-inf for the m-tiles before `FIRST_M`).
 #[inline(always)]
-fn thread_row_maxima<C: KernelTraits>(scores: &C::Scores) -> C::RowValues {
+fn thread_row_maxima<C: KernelTraits, const FIRST_M: usize>(scores: &C::Scores) -> C::RowValues {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let mut maxima = C::RowValues::splat(f32::NEG_INFINITY);
-    for r in 0..C::RowValues::LEN {
+    for r in 2 * FIRST_M..C::RowValues::LEN {
         let (m, half) = (r / 2, r % 2);
         for n_tile in 0..n_tiles {
             let s = scores[m * n_tiles + n_tile];
@@ -565,12 +651,17 @@ fn thread_row_maxima<C: KernelTraits>(scores: &C::Scores) -> C::RowValues {
 }
 
 /// First half of a softmax step, from this thread's row maxima of the raw scores: the new row
-/// maxima (over the lane quad), and how O and the row sums must be rescaled for them.
+/// maxima (over the lane quad), and how O and the row sums must be rescaled for them (the rows
+/// of the m-tiles before `FIRST_M` keep theirs, factor 1).
 #[inline(always)]
-fn softmax_max<C: KernelTraits>(thread_max: &C::RowValues, scale_log2: f32, rows: &mut RowState<C>) -> Rescale<C> {
+fn softmax_max<C: KernelTraits, const FIRST_M: usize>(
+    thread_max: &C::RowValues,
+    scale_log2: f32,
+    rows: &mut RowState<C>,
+) -> Rescale<C> {
     let mut factors = C::RowValues::splat(1.0);
     let mut changed = false;
-    for r in 0..C::RowValues::LEN {
+    for r in 2 * FIRST_M..C::RowValues::LEN {
         let mut raw_max = thread_max[r];
         raw_max = raw_max.max(arch::shfl_xor(raw_max, 1));
         raw_max = raw_max.max(arch::shfl_xor(raw_max, 2));
@@ -587,13 +678,17 @@ fn softmax_max<C: KernelTraits>(thread_max: &C::RowValues, scale_log2: f32, rows
     Rescale { factors, changed }
 }
 
-/// Second half of a softmax step: P = 2^(s·c − max) in place of the scores; returns this
-/// thread's part of each row's sum of P.
+/// Second half of a softmax step: P = 2^(s·c − max) in place of the scores of m-tiles
+/// `FIRST_M..`; returns this thread's part of each row's sum of P (0 before `FIRST_M`).
 #[inline(always)]
-fn softmax_exp<C: KernelTraits>(scores: &mut C::Scores, scale_log2: f32, rows: &RowState<C>) -> C::RowValues {
+fn softmax_exp<C: KernelTraits, const FIRST_M: usize>(
+    scores: &mut C::Scores,
+    scale_log2: f32,
+    rows: &RowState<C>,
+) -> C::RowValues {
     let n_tiles = C::TILE.kv_tile_rows / 8;
     let mut tile_sums = C::RowValues::splat(0.0);
-    for r in 0..C::RowValues::LEN {
+    for r in 2 * FIRST_M..C::RowValues::LEN {
         let (m, half) = (r / 2, r % 2);
         let base = exponent_base(rows.max[r]);
         let mut tile_sum = 0.0;
@@ -635,15 +730,15 @@ pub(crate) struct Rescale<C: KernelTraits> {
 #[inline(always)]
 pub(crate) fn rescale_output<C: KernelTraits>(out: &mut C::Output, rescale: &Rescale<C>) {
     if arch::vote_any(rescale.changed) {
-        multiply_output::<C>(out, &rescale.factors);
+        multiply_output::<C, 0>(out, &rescale.factors);
     }
 }
 
-/// O's rows times their factors.
+/// O's rows of m-tiles `FIRST_M..` times their factors.
 #[inline(always)]
-fn multiply_output<C: KernelTraits>(out: &mut C::Output, factors: &C::RowValues) {
+fn multiply_output<C: KernelTraits, const FIRST_M: usize>(out: &mut C::Output, factors: &C::RowValues) {
     let d_tiles = C::TILE.head_dim / 8;
-    for i in 0..C::Output::LEN {
+    for i in FIRST_M * d_tiles..C::Output::LEN {
         let m = i / d_tiles;
         for e in 0..4 {
             out[i][e] *= factors[2 * m + e / 2];
@@ -651,12 +746,16 @@ fn multiply_output<C: KernelTraits>(out: &mut C::Output, factors: &C::RowValues)
     }
 }
 
-/// O += P·V with P packed to the element type straight from the score accumulators (`layout::p_from_scores`).
-/// V fragments are read once and used by every m-tile. With `Element::SUMS_FROM_ROUNDED_P`, also
-/// returns the sums of the rows of the packed P (the whole rows, from P·1 on the tensor cores);
-/// else zeros.
+/// O += P·V for m-tiles `FIRST_M..`, with P packed to the element type straight from the score
+/// accumulators (`layout::p_from_scores`). V fragments are read once and used by every m-tile.
+/// With `Element::SUMS_FROM_ROUNDED_P`, also returns the sums of the rows of the packed P (the
+/// whole rows, from P·1 on the tensor cores; 0 before `FIRST_M`); else zeros.
 #[inline(always)]
-fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Output) -> C::RowValues {
+fn add_p_v<C: KernelTraits, const FIRST_M: usize>(
+    probs: &C::Scores,
+    v: &SharedTile,
+    out: &mut C::Output,
+) -> C::RowValues {
     let tile = C::TILE;
     let (n_tiles, d_tiles) = (tile.kv_tile_rows / 8, tile.head_dim / 8);
     // Per m-tile, the C fragment of P·1: every column holds the row sum (elements 0, 1: row g;
@@ -664,7 +763,7 @@ fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Outp
     let mut sums = [[0.0f32; 4]; 4];
     for k_step in 0..n_tiles / 2 {
         let mut a = [[0u32; 4]; 4];
-        for m in 0..tile.m_tiles {
+        for m in FIRST_M..tile.m_tiles {
             a[m] = core::array::from_fn(|reg| {
                 let (t0, e0) = layout::p_from_scores(reg, 0);
                 let (t1, e1) = layout::p_from_scores(reg, 1);
@@ -678,7 +777,7 @@ fn add_p_v<C: KernelTraits>(probs: &C::Scores, v: &SharedTile, out: &mut C::Outp
         for n_pair in 0..d_tiles / 2 {
             // SAFETY: converged warp; keys k_step*16..+16 are inside the V tile.
             let b = unsafe { v.load_b_pair(16 * k_step, n_pair) };
-            for m in 0..tile.m_tiles {
+            for m in FIRST_M..tile.m_tiles {
                 let o = m * d_tiles + 2 * n_pair;
                 out[o] = C::Elem::mma(a[m], b[0], out[o]);
                 out[o + 1] = C::Elem::mma(a[m], b[1], out[o + 1]);
@@ -741,7 +840,7 @@ unsafe fn epilogue<C: KernelTraits>(
             let (m, d_tile) = (i / d_tiles, i % d_tiles);
             for half in 0..2 {
                 let (row, col) = layout::mma_c_coords(lane, 2 * half);
-                let q_row = at.warp_start + (16 * m + row) as u32;
+                let q_row = at.warp_start + (C::TILE.m_tile_offset(m) + row) as u32;
                 if q_row < at.seq_q {
                     let index = at.split as u64 * x.o_split_stride
                         + at.batch as u64 * p.o_strides.batch
@@ -768,17 +867,22 @@ unsafe fn epilogue<C: KernelTraits>(
                 frag[e] *= inverse[2 * m + e / 2];
             }
             // SAFETY: this warp's own rows of the Q tile; no other warp touches them.
-            unsafe { staging.store_c::<C::Elem>(at.warp_row0 + 16 * m, d_tile, frag) };
+            unsafe { staging.store_c::<C::Elem>(at.warp_row0 + C::TILE.m_tile_offset(m), d_tile, frag) };
         }
         arch::sync_warp();
         for m in 0..C::TILE.m_tiles {
-            let start = at.warp_start + 16 * m as u32;
+            let start = at.warp_start + C::TILE.m_tile_offset(m) as u32;
             if start < at.seq_q {
                 // SAFETY: rows start..start+valid of O are in bounds (host-validated).
                 unsafe {
                     let o_ptr = head_ptr(p.o, &p.o_strides, at.batch, at.head)
                         .add(((at.q_offset + start) * o_row_stride) as usize);
-                    staging.store_rows16(at.warp_row0 + 16 * m, o_ptr, o_row_stride, (at.seq_q - start).min(16));
+                    staging.store_rows16(
+                        at.warp_row0 + C::TILE.m_tile_offset(m),
+                        o_ptr,
+                        o_row_stride,
+                        (at.seq_q - start).min(16),
+                    );
                 }
             }
         }
@@ -793,7 +897,7 @@ unsafe fn epilogue<C: KernelTraits>(
     if p.lse != 0 && lane % 4 == 0 {
         for r in 0..C::RowValues::LEN {
             let (row, _) = layout::mma_c_coords(lane, 2 * (r % 2));
-            let q_row = at.warp_start + (16 * (r / 2) + row) as u32;
+            let q_row = at.warp_start + (C::TILE.m_tile_offset(r / 2) + row) as u32;
             if q_row < at.seq_q {
                 let index = at.split as u64 * x.lse_split_stride
                     + at.batch as u64 * lse_strides.batch

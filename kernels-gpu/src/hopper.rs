@@ -404,7 +404,7 @@ impl<C: HopperTraits> Consumer<'_, C> {
         // Only tiles that hold keys past the end or outside some row's window pay for the mask.
         let outside = kv_last > first_hi || (kv_start as i32) < first_lo + 15;
         if kv_start + kv_rows > p.seq_k || (C::MASKED && outside) {
-            mask::<C>(scores, kv_start, p.seq_k, first_lo, first_hi);
+            mask::<C>(scores, 0, kv_start, p.seq_k, first_lo, first_hi);
         }
         softmax_update::<C>(scores, p.scale_log2, rows)
     }

@@ -88,6 +88,29 @@ fn tile_configurations_are_consistent() {
     }
 }
 
+#[test]
+fn the_warps_m_tiles_cover_every_q_row_once() {
+    for kernel in KERNELS {
+        let tile = kernel.tile;
+        let mut owners = vec![0; tile.q_tile_rows];
+        for warp in 0..tile.warps {
+            for m in 0..tile.m_tiles {
+                for row in 0..16 {
+                    owners[tile.warp_first_row(warp) + tile.m_tile_offset(m) + row] += 1;
+                }
+            }
+        }
+        assert!(owners.iter().all(|&n| n == 1), "{}: {owners:?}", kernel.name);
+        if tile.interleaved_m_tiles {
+            // M-tile m of every warp lies in the m-th of `m_tiles` equal parts of the tile: each
+            // warp holds rows of every part, which evens out a causal diagonal's work.
+            for m in 0..tile.m_tiles {
+                assert_eq!(tile.m_tile_offset(m), m * tile.q_tile_rows / tile.m_tiles, "{}", kernel.name);
+            }
+        }
+    }
+}
+
 /// The `.param` declarations of entry point `name`, as (size in bytes) in order.
 fn entry_param_sizes(name: &str) -> Vec<usize> {
     let body = entry_body(name);
