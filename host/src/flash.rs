@@ -28,7 +28,7 @@ use crate::options::ForwardOptions;
 use crate::plan::{plan, plan_kv_cache, ForwardProblem, KvCacheProblem, LaunchPlan, LseArg, TensorArg};
 use crate::tensor::{AttnTensor, AttnTensorMut};
 use crate::timing;
-use crate::tuning::{builtin_default, cache_path, TuningKey, TuningResult, TuningTable};
+use crate::tuning::{cache_path, TuningKey, TuningResult, TuningTable};
 use crate::varlen::VarlenBatch;
 use crate::TensorLayout;
 
@@ -285,9 +285,9 @@ impl FlashAttention {
         Ok(plan(&self.tuned(problem), &self.limits)?.kernel)
     }
 
-    /// `problem` with its tile shape taken from the tuning table, or its tile height from the
-    /// architecture's built-in default, unless part of the shape is forced or the entry names no
-    /// kernel of this build.
+    /// `problem` with its tile shape taken from the tuning table, unless part of the shape is
+    /// forced or there is no entry or it names no kernel of this build (then `kernels::select`'s
+    /// rule decides).
     fn tuned<'a>(&self, problem: &ForwardProblem<'a>) -> ForwardProblem<'a> {
         let mut problem = *problem;
         let options = problem.options;
@@ -296,7 +296,6 @@ impl FlashAttention {
             return problem;
         }
         let key = TuningKey::new(head_dim, options.is_masked(), batch.saturating_mul(heads), seq_q);
-        let (major, minor) = self.compute_capability;
         // Tuning is timed on the plain f16 kernels; a shape the call's own variant lacks (the
         // score-modifier kernels have no 64-key head-dim-128 tiles) keeps only its height.
         let variant = KernelVariant::for_call(problem.dtype, head_dim, &options, problem.varlen.is_some());
@@ -305,15 +304,13 @@ impl FlashAttention {
                 .kernels()
                 .any(|k| k.tile.q_tile_rows == q_rows && kv_rows.is_none_or(|rows| k.tile.kv_tile_rows == rows))
         };
-        let measured = read(&self.tuning).get(&key);
-        let (q_rows, kv_rows) = match measured {
-            Some(tile) => (Some(tile.q_tile_rows), Some(tile.kv_tile_rows)),
-            None => (builtin_default(major, minor, &key), None),
+        let Some(TileShape { q_tile_rows, kv_tile_rows }) = read(&self.tuning).get(&key) else {
+            return problem;
         };
-        if let Some(q_rows) = q_rows.filter(|&rows| exists(rows, None)) {
-            problem.options = options.q_tile_rows(q_rows);
-            if let Some(kv_rows) = kv_rows.filter(|&rows| exists(q_rows, Some(rows))) {
-                problem.options = problem.options.kv_tile_rows(kv_rows);
+        if exists(q_tile_rows, None) {
+            problem.options = options.q_tile_rows(q_tile_rows);
+            if exists(q_tile_rows, Some(kv_tile_rows)) {
+                problem.options = problem.options.kv_tile_rows(kv_tile_rows);
             }
         }
         problem

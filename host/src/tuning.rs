@@ -1,9 +1,8 @@
 //! Autotuning: the fastest tile shape per (head dim, causality, problem size), measured
 //! on the device by [`FlashAttention::autotune`](crate::FlashAttention::autotune) and cached per
-//! device under the user's cache directory. Without an entry, a built-in default measured for
-//! the GPU's architecture ([`builtin_default`]), else the rule of
-//! [`kernels::select`](crate::kernels::select) decides (the taller tile when it still gives every
-//! SM a CTA).
+//! device under the user's cache directory. Without an entry, the built-in rule of
+//! [`kernels::select`](crate::kernels::select) decides from the device's limits (the taller tile
+//! when it still gives every SM a CTA; the widest key step that keeps the resident CTAs).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,21 +108,6 @@ impl TuningTable {
         }
         std::fs::write(path, self.to_text())
     }
-}
-
-/// The built-in tile height for problems of class `key` on a GPU of compute capability
-/// `major.minor` that has no tuning entry for it, where one was measured; `None`: the rule of
-/// [`kernels::select`](crate::kernels::select).
-///
-/// sm_90 (measured on an H200, `docs/results/register-caps-default-h200/`): causal or windowed
-/// head-dim-64 problems of up to 1024 query rows run faster with 64-row tiles, which get three
-/// CTAs per SM there ([`register_cap`](crate::abi::register_cap)), than with the 128-row tiles
-/// the rule picks: (16,16,512,64) 49.9 vs 54.0 µs, (32,16,512,64) 93.2 vs 100.1, (64,16,256,64)
-/// 61.0 vs 67.8, (8,16,1024,64) 84.6 vs 88.1; at 2048 rows and without a mask the rule's choice
-/// is faster. sm_80, sm_86 and sm_89: the rule (not measured here).
-pub fn builtin_default(major: i32, minor: i32, key: &TuningKey) -> Option<usize> {
-    let short_masked_d64 = key.head_dim == 64 && key.masked && key.seq_bucket <= 10;
-    ((major, minor) == (9, 0) && short_masked_d64).then_some(64)
 }
 
 /// Where the tuning of a device is cached: `<user cache dir>/flashcore/<device>-<kernels>.tune`,

@@ -50,21 +50,3 @@ fn cache_file_is_per_device_and_kernel_build() {
         assert_ne!(cache_path("NVIDIA H100 80GB HBM3"), cache_path("NVIDIA H200"));
     }
 }
-
-#[test]
-fn builtin_defaults_cover_the_measured_class_on_sm90_only() {
-    use flashcore::tuning::builtin_default;
-    let key = |d, masked, bh, s| TuningKey::new(d, masked, bh, s);
-    // Measured on sm_90: masked head dim 64 up to 1024 query rows prefers 64-row tiles.
-    for (bh, s) in [(256, 512), (512, 512), (1024, 256), (128, 1024), (1, 1)] {
-        assert_eq!(builtin_default(9, 0, &key(64, true, bh, s)), Some(64), "({bh}, {s})");
-    }
-    // Longer sequences, no mask, other head dims, other architectures: the rule decides.
-    assert_eq!(builtin_default(9, 0, &key(64, true, 128, 1025)), None);
-    assert_eq!(builtin_default(9, 0, &key(64, true, 128, 2048)), None);
-    assert_eq!(builtin_default(9, 0, &key(64, false, 256, 512)), None);
-    assert_eq!(builtin_default(9, 0, &key(128, true, 256, 512)), None);
-    for (major, minor) in [(8, 0), (8, 6), (8, 9)] {
-        assert_eq!(builtin_default(major, minor, &key(64, true, 256, 512)), None, "sm_{major}{minor}");
-    }
-}
