@@ -1,8 +1,8 @@
 //! The FlashAttention-2 forward pass, generic over a kernel configuration.
 //!
 //! One CTA computes one block of `q_tile_rows` query rows of one (batch, head); each warp owns
-//! `m_tiles` 16-row m-tiles of those rows, `16 * warps` rows apart (`TileConfig::m_tile_offset`).
-//! Q is loaded once; K/V tiles stream through a `stages`-deep
+//! `m_tiles` 16-row m-tiles of those rows, adjacent or `16 * warps` rows apart
+//! (`TileConfig::interleaved_m_tiles`). Q is loaded once; K/V tiles stream through a `stages`-deep
 //! `cp.async` ring. Per K/V tile a warp computes S = Q·Kᵀ (mma.sync), the online softmax in base
 //! 2 against a lazily moved reference max (O and the row sums rescaled only when it moves), and
 //! adds P·V, with P converted to f16 in registers: S and P never touch shared or global memory.
