@@ -238,6 +238,8 @@ impl TileConfig {
         self.q_tile_rows == 16 * self.m_tiles * self.warps
             && self.m_tiles >= 1
             && self.m_tiles <= 4
+            // Interleaving places a second m-tile; a warp's only m-tile has no first to skip.
+            && (!self.interleaved_m_tiles || self.m_tiles > 1)
             && self.q_register_k_steps <= self.head_dim / 16
             // K fragments come two 8-key tiles at a time (`SharedTile::load_b_transposed_n_pair`),
             // and P·V takes 16 keys per k step.

@@ -371,7 +371,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
         // The diagonal's last key tiles: the warp's first m-tile sees none of their keys.
         // (A warp-uniform branch between two copies of the step; the test is at compile time
         // false without a mask or interleaved m-tiles.)
-        if C::MASKED && tile.interleaved_m_tiles && tile.m_tiles > 1 && kv_start as i32 > warp.first_hi + 15 {
+        if C::MASKED && tile.interleaved_m_tiles && kv_start as i32 > warp.first_hi + 15 {
             warp.key_tile::<1>(&k, &v, kv_start, &mut rows, &mut out);
         } else {
             warp.key_tile::<0>(&k, &v, kv_start, &mut rows, &mut out);
@@ -443,17 +443,20 @@ impl<C: KernelTraits> WarpRows<'_, C> {
         let outside = |first: i32, last: i32| {
             C::MASKED && (kv_last > self.first_hi + first || (kv_start as i32) < self.first_lo + last)
         };
+        let mask_m_tile = |scores: &mut C::Scores, m: usize| {
+            let offset = tile.m_tile_offset(m) as i32;
+            mask::<C>(scores, m, kv_start, self.seq_k, self.first_lo + offset, self.first_hi + offset);
+        };
         if tile.interleaved_m_tiles {
             for m in FIRST_M..tile.m_tiles {
                 let offset = tile.m_tile_offset(m) as i32;
                 if past_end || outside(offset, offset + 15) {
-                    mask::<C>(&mut scores, m, kv_start, self.seq_k, self.first_lo + offset, self.first_hi + offset);
+                    mask_m_tile(&mut scores, m);
                 }
             }
         } else if past_end || outside(0, tile.m_tile_offset(tile.m_tiles - 1) as i32 + 15) {
             for m in FIRST_M..tile.m_tiles {
-                let offset = tile.m_tile_offset(m) as i32;
-                mask::<C>(&mut scores, m, kv_start, self.seq_k, self.first_lo + offset, self.first_hi + offset);
+                mask_m_tile(&mut scores, m);
             }
         }
         // The row sums grow by this tile's P: bf16, this thread's part of the unrounded P; f16,
