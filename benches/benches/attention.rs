@@ -56,7 +56,9 @@ fn main() {
             let hopper = (chosen != chosen_mma_sync).then_some((auto, true));
             let others = KernelVariant::plain_f16(shape.head_dim, causal)
                 .kernels()
-                .filter(|k| k.name != chosen && k.name != chosen_mma_sync)
+                // (Off Hopper the automatic choice is the mma.sync one; on Hopper it is no
+                // mma.sync kernel: excluding the family's own choice excludes both.)
+                .filter(|k| k.name != chosen_mma_sync)
                 .map(|k| (forced_tile(causal, k), false));
             for (options, is_auto) in first.chain(hopper).chain(others) {
                 let kernel = workload.kernel_name(&flash, &options);
