@@ -38,6 +38,16 @@ macro_rules! entry_tiles {
 }
 for_each_kernel!(entry_tiles);
 
+/// The configuration of every TMA variant in the sm_90a PTX, by name (`abi::for_each_tma_kernel!`).
+macro_rules! tma_entry_tiles {
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:expr) ),* $(,)?) => {
+        const TMA_ENTRY_TILES: &[(&str, abi::TileConfig)] = &[ $(
+            (concat!("attention_fwd_hopper_mma_", stringify!($config), "_", stringify!($variant)), abi::$tile)
+        ),* ];
+    };
+}
+for_each_tma_kernel!(tma_entry_tiles);
+
 const PTX_NAME: &str = "flashcore_kernels.ptx";
 const SM90A_PTX_NAME: &str = "flashcore_kernels_sm90a.ptx";
 
@@ -50,10 +60,10 @@ struct PtxBuild {
     features: &'static [&'static str],
     name: &'static str,
     report: &'static [&'static str],
-    /// Extra `ptxas` flags: the Hopper kernels' register cap (as the JIT gets it).
-    register_cap: Option<usize>,
     /// Whether the mma.sync kernels' per-architecture caps (`abi::register_cap`) apply.
     per_arch_caps: bool,
+    /// Whether the sm_90a module's caps apply (`register_caps::hopper_capped_ptx`).
+    hopper_caps: bool,
 }
 
 const BUILDS: [PtxBuild; 2] = [
@@ -64,8 +74,8 @@ const BUILDS: [PtxBuild; 2] = [
         features: &[],
         name: PTX_NAME,
         report: &["sm_80", "sm_89", "sm_90"],
-        register_cap: None,
         per_arch_caps: true,
+        hopper_caps: false,
     },
     PtxBuild {
         override_var: "FLASHCORE_KERNELS_SM90A_PTX",
@@ -74,8 +84,8 @@ const BUILDS: [PtxBuild; 2] = [
         features: &["hopper"],
         name: SM90A_PTX_NAME,
         report: &["sm_90a"],
-        register_cap: Some(abi::HOPPER_LAUNCH_REGISTERS),
         per_arch_caps: false,
+        hopper_caps: true,
     },
 ];
 
@@ -137,11 +147,14 @@ fn report_resources(ptx: &Path, build: &PtxBuild) {
         return;
     }
     // Read once; each architecture's caps are applied to it below.
-    let text = if build.per_arch_caps { std::fs::read_to_string(ptx).ok() } else { None };
+    let text = if build.per_arch_caps || build.hopper_caps { std::fs::read_to_string(ptx).ok() } else { None };
     for &arch in build.report {
         // The PTX as a GPU of this architecture gets it: with its register caps.
         let capped = ptx.with_extension(format!("{arch}.ptx"));
         let capped_text = match (&text, arch_version(arch)) {
+            (Some(text), _) if build.hopper_caps => {
+                Some(register_caps::hopper_capped_ptx(text, TMA_ENTRY_TILES.iter().copied()))
+            }
             (Some(text), Some((major, minor))) => {
                 register_caps::capped_ptx(text, ENTRY_TILES.iter().copied(), major, minor)
             }
@@ -153,9 +166,6 @@ fn report_resources(ptx: &Path, build: &PtxBuild) {
         };
         let mut command = Command::new(&ptxas);
         command.args(["-v", "-arch", arch, "-o", "/dev/null"]).arg(ptx_for_arch);
-        if let Some(cap) = build.register_cap {
-            command.arg("-maxrregcount").arg(cap.to_string());
-        }
         let Ok(output) = command.output() else {
             return;
         };

@@ -5,7 +5,7 @@ use std::ffi::c_void;
 use cust::context::CurrentContext;
 use cust::device::DeviceAttribute;
 use cust::memory::DeviceSlice;
-use cust::module::{Module, ModuleJitOption};
+use cust::module::Module;
 use cust::prelude::Stream;
 use cust::sys as cu;
 
@@ -15,17 +15,18 @@ use cust::memory::DeviceBuffer;
 use half::f16;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::abi::{AttentionParams, Dtype, APPEND_THREADS, HOPPER_LAUNCH_REGISTERS};
+use crate::abi::{AttentionParams, Dtype, APPEND_THREADS};
 use crate::element::Element;
 use crate::error::{driver, Error, Operand, Result};
-use crate::hopper::{encode_tensor_maps, plan_hopper, use_hopper, HopperPlan};
+use crate::hopper::{encode_tensor_maps, plan_hopper, plan_tma, use_hopper, HopperPlan, TileMap};
 use crate::kernels::{
-    check_device, combine_kernel, ptx_for_device, DeviceLimits, KernelInfo, KernelVariant, TileShape, APPEND_KERNEL,
-    HOPPER_KERNELS, HOPPER_PTX, KERNELS,
+    check_device, combine_kernel, ptx_for_device, DeviceLimits, KernelInfo, KernelVariant, TileShape, TmaKernelInfo,
+    APPEND_KERNEL, HOPPER_KERNELS, HOPPER_PTX, KERNELS, TMA_KERNELS,
 };
 use crate::kv_cache::KvCache;
 use crate::options::ForwardOptions;
 use crate::plan::{plan, plan_kv_cache, ForwardProblem, KvCacheProblem, LaunchPlan, LseArg, TensorArg};
+use crate::register_caps::hopper_capped_ptx;
 use crate::tensor::{AttnTensor, AttnTensorMut};
 use crate::timing;
 use crate::tuning::{cache_path, TuningKey, TuningResult, TuningTable};
@@ -102,9 +103,11 @@ pub struct KernelResources {
 /// The loaded sm_90a module and one function per entry of `HOPPER_KERNELS`.
 #[derive(Debug)]
 struct HopperModule {
-    // Kept alive for `functions`, which point into it.
+    // Kept alive for `functions` and `tma_functions`, which point into it.
     _module: Module,
     functions: Vec<KernelFunction>,
+    /// One per entry of `TMA_KERNELS`.
+    tma_functions: Vec<KernelFunction>,
 }
 
 /// What a forward call launches.
@@ -113,6 +116,9 @@ enum Launch {
     MmaSync(LaunchPlan),
     /// A Hopper kernel (compute capability 9.0).
     Hopper(HopperPlan),
+    /// The TMA variant of an mma.sync kernel (compute capability 9.0), with the tensor maps of
+    /// its K/V copies (Q's map is encoded too, the parameter holds three).
+    MmaSyncTma(LaunchPlan, &'static TmaKernelInfo, [TileMap; 3]),
 }
 
 /// A kernel handle of the loaded module.
@@ -493,6 +499,7 @@ impl FlashAttention {
         match launch {
             Launch::Hopper(plan) => self.launch_hopper(stream, &plan),
             Launch::MmaSync(plan) => self.launch(stream, &plan),
+            Launch::MmaSyncTma(plan, kernel, maps) => self.launch_tma(stream, &plan, kernel, &maps),
         }
     }
 
@@ -506,7 +513,11 @@ impl FlashAttention {
         let family = problem.options.kernel_family_value();
         Ok(match hopper {
             Ok(h) if use_hopper(family, self.hopper.is_some(), &hopper, multiprocessors)? => Launch::Hopper(h),
-            _ => Launch::MmaSync(plan),
+            _ => match plan_tma(problem, &plan) {
+                // On compute capability 9.0 an mma.sync kernel with a TMA variant runs it.
+                Ok((kernel, maps)) if self.hopper.is_some() => Launch::MmaSyncTma(plan, kernel, maps),
+                _ => Launch::MmaSync(plan),
+            },
         })
     }
 
@@ -521,6 +532,7 @@ impl FlashAttention {
         Ok(match self.choose(problem)? {
             Launch::Hopper(plan) => plan.kernel.name,
             Launch::MmaSync(plan) => plan.kernel.name,
+            Launch::MmaSyncTma(_, kernel, _) => kernel.name,
         })
     }
 
@@ -531,13 +543,30 @@ impl FlashAttention {
             .position(|k| std::ptr::eq(k, plan.kernel))
             .expect("plans name kernels from HOPPER_KERNELS");
         let (mut params, mut batch) = (plan.params, plan.batch);
-        let mut maps = encode_tensor_maps(plan)?;
+        let mut maps = encode_tensor_maps(&plan.maps)?;
         let args = [
             &mut params as *mut AttentionParams as *mut c_void,
             maps.as_param(),
             &mut batch as *mut u32 as *mut c_void,
         ];
         self.launch_args(stream, module.functions[index], plan.grid, plan.block, plan.smem_bytes, args)
+    }
+
+    fn launch_tma(
+        &self,
+        stream: &Stream,
+        plan: &LaunchPlan,
+        kernel: &TmaKernelInfo,
+        maps: &[TileMap; 3],
+    ) -> Result<()> {
+        let module = self.hopper.as_ref().expect("TMA plans are made only when the sm_90a module is loaded");
+        let index =
+            TMA_KERNELS.iter().position(|k| std::ptr::eq(k, kernel)).expect("plans name kernels from TMA_KERNELS");
+        let mut params = plan.params;
+        let mut maps = encode_tensor_maps(maps)?;
+        let args = [&mut params as *mut AttentionParams as *mut c_void, maps.as_param()];
+        let smem = kernel.tile.tma_smem_bytes() as u32;
+        self.launch_args(stream, module.tma_functions[index], plan.grid, plan.block, smem, args)
     }
 
     /// The current context and the stream's must be ours, and every buffer must lie inside one
@@ -677,7 +706,10 @@ impl FlashAttention {
 /// Loads the Hopper kernels with the JIT register cap their `setmaxnreg` needs and raises each
 /// one's dynamic shared-memory limit.
 fn load_hopper(smem_optin: usize) -> Result<HopperModule> {
-    let module = Module::from_ptx(HOPPER_PTX, &[ModuleJitOption::MaxRegisters(HOPPER_LAUNCH_REGISTERS as u32)])?;
+    // Caps per entry point (`.maxnreg`), not for the module: its TMA variants of mma.sync kernels
+    // keep their own budget.
+    let ptx = hopper_capped_ptx(HOPPER_PTX, TMA_KERNELS.iter().map(|k| (k.name, k.tile)));
+    let module = Module::from_ptx(&ptx, &[])?;
     let mut functions = Vec::with_capacity(HOPPER_KERNELS.len());
     for kernel in HOPPER_KERNELS {
         let needed = kernel.config.smem_bytes();
@@ -686,7 +718,15 @@ fn load_hopper(smem_optin: usize) -> Result<HopperModule> {
         }
         functions.push(load_function(&module, kernel.name, needed)?);
     }
-    Ok(HopperModule { _module: module, functions })
+    let mut tma_functions = Vec::with_capacity(TMA_KERNELS.len());
+    for kernel in TMA_KERNELS {
+        let needed = kernel.tile.tma_smem_bytes();
+        if needed > smem_optin {
+            return Err(Error::SharedMemory { kernel: kernel.name, needed, available: smem_optin });
+        }
+        tma_functions.push(load_function(&module, kernel.name, needed)?);
+    }
+    Ok(HopperModule { _module: module, functions, tma_functions })
 }
 
 /// Entry point `name` of `module`, its dynamic shared-memory limit raised to `smem_bytes`.

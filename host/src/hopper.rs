@@ -6,7 +6,7 @@ use cust::sys as cu;
 
 use crate::abi::{AttentionParams, Dtype, TensorMap, TensorMaps, HOPPER_BOX_COLS};
 use crate::error::{Error, Result};
-use crate::kernels::{select_hopper, HopperKernelInfo};
+use crate::kernels::{select_hopper, select_tma, HopperKernelInfo, TmaKernelInfo};
 use crate::options::KernelFamily;
 use crate::plan::{ForwardProblem, LaunchPlan, TensorArg};
 
@@ -76,6 +76,31 @@ pub fn plan_hopper(
     let kernel =
         select_hopper(problem.dtype, head_dim, options.is_masked()).ok_or("head dims other than 64 and 128")?;
     let config = kernel.config;
+    let maps = tile_maps(problem, config.q_tile_rows(), config.kv_tile_rows)?;
+    // The kernel counts work tiles in u32 and a 1-D grid holds at most 2^31 - 1 CTAs.
+    let tiles = seq_q.div_ceil(config.q_tile_rows()) * heads * batch;
+    if tiles > i32::MAX as usize {
+        return Err("more than 2^31 - 1 query blocks in one call");
+    }
+    Ok(HopperPlan {
+        kernel,
+        grid: (if kernel.masked { tiles } else { tiles.min(multiprocessors.max(1)) } as u32, 1, 1),
+        tiles,
+        batch: batch as u32,
+        block: config.threads() as u32,
+        smem_bytes: config.smem_bytes() as u32,
+        params: base.params,
+        maps,
+    })
+}
+
+/// Q, K and V as the copy engine sees them, in boxes of `q_rows` and `kv_rows` rows, or why TMA
+/// cannot read them.
+pub(crate) fn tile_maps(
+    problem: &ForwardProblem<'_>,
+    q_rows: usize,
+    kv_rows: usize,
+) -> std::result::Result<[TileMap; 3], &'static str> {
     let map = |t: &TensorArg, box_rows: usize| -> std::result::Result<TileMap, &'static str> {
         let [b, h, s, d] = t.layout.shape;
         let [sb, sh, sr, sd] = t.layout.strides;
@@ -95,26 +120,19 @@ pub fn plan_hopper(
         let dims = [d as u64, s as u64, h as u64, b as u64];
         Ok(TileMap { dtype: problem.dtype, address: t.address, dims, strides, box_rows: box_rows as u32 })
     };
-    let maps = [
-        map(&problem.q, config.q_tile_rows())?,
-        map(&problem.k, config.kv_tile_rows)?,
-        map(&problem.v, config.kv_tile_rows)?,
-    ];
-    // The kernel counts work tiles in u32 and a 1-D grid holds at most 2^31 - 1 CTAs.
-    let tiles = seq_q.div_ceil(config.q_tile_rows()) * heads * batch;
-    if tiles > i32::MAX as usize {
-        return Err("more than 2^31 - 1 query blocks in one call");
-    }
-    Ok(HopperPlan {
-        kernel,
-        grid: (if kernel.masked { tiles } else { tiles.min(multiprocessors.max(1)) } as u32, 1, 1),
-        tiles,
-        batch: batch as u32,
-        block: config.threads() as u32,
-        smem_bytes: config.smem_bytes() as u32,
-        params: base.params,
-        maps,
-    })
+    Ok([map(&problem.q, q_rows)?, map(&problem.k, kv_rows)?, map(&problem.v, kv_rows)?])
+}
+
+/// The TMA variant of an mma.sync launch (`base`, validated), or why it cannot run: only
+/// `kernels::select_tma` kernels, and tensors TMA can read. Whether the device has the sm_90a
+/// module is the caller's question.
+pub fn plan_tma(
+    problem: &ForwardProblem<'_>,
+    base: &LaunchPlan,
+) -> std::result::Result<(&'static TmaKernelInfo, [TileMap; 3]), &'static str> {
+    let kernel = select_tma(base.kernel).ok_or("no TMA variant of this mma.sync kernel")?;
+    let maps = tile_maps(problem, kernel.tile.q_tile_rows, kernel.tile.kv_tile_rows)?;
+    Ok((kernel, maps))
 }
 
 /// Whether `family` lets a call that the Hopper kernels can serve (`hopper` is `Ok`) run them on
@@ -220,9 +238,10 @@ fn encode(map: &TileMap) -> Result<TensorMap> {
     }
 }
 
-/// The Hopper kernels' second parameter for a plan, 64-byte aligned as the kernels declare it.
-pub(crate) fn encode_tensor_maps(plan: &HopperPlan) -> Result<AlignedMaps> {
-    let [q, k, v] = &plan.maps;
+/// The second parameter of the Hopper kernels and TMA variants, 64-byte aligned as the kernels
+/// declare it.
+pub(crate) fn encode_tensor_maps(maps: &[TileMap; 3]) -> Result<AlignedMaps> {
+    let [q, k, v] = maps;
     Ok(Aligned(TensorMaps { q: encode(q)?, k: encode(k)?, v: encode(v)? }))
 }
 

@@ -53,6 +53,43 @@ macro_rules! hopper_kernel_table {
 }
 for_each_hopper_kernel!(hopper_kernel_table);
 
+/// The TMA variant of a plain mma.sync kernel in [`HOPPER_PTX`] (`abi::for_each_tma_kernel!`):
+/// the same tiles and body, K/V tiles by the copy engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TmaKernelInfo {
+    /// Entry-point name in [`HOPPER_PTX`].
+    pub name: &'static str,
+    /// Tile configuration (as the kernel it varies).
+    pub tile: TileConfig,
+    /// Element type of its tensors.
+    pub dtype: Dtype,
+    /// Whether it applies a mask per query row.
+    pub masked: bool,
+}
+
+macro_rules! tma_kernel_table {
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:expr) ),* $(,)?) => {
+        /// Every TMA variant of an mma.sync kernel in [`HOPPER_PTX`].
+        pub static TMA_KERNELS: &[TmaKernelInfo] = &[ $(
+            TmaKernelInfo {
+                name: concat!("attention_fwd_hopper_mma_", stringify!($config), "_", stringify!($variant)),
+                tile: $tile,
+                dtype: Dtype::$dtype,
+                masked: $masked,
+            }
+        ),* ];
+    };
+}
+for_each_tma_kernel!(tma_kernel_table);
+
+/// The TMA variant of `kernel`, if it has one (plain kernels of TMA-compatible tiles).
+pub fn select_tma(kernel: &KernelInfo) -> Option<&'static TmaKernelInfo> {
+    if kernel.score_mods || kernel.varlen {
+        return None;
+    }
+    TMA_KERNELS.iter().find(|t| t.tile == kernel.tile && t.dtype == kernel.dtype && t.masked == kernel.masked)
+}
+
 /// The Hopper kernel for an element type, head dimension and mask, if there is one.
 pub fn select_hopper(dtype: Dtype, head_dim: usize, masked: bool) -> Option<&'static HopperKernelInfo> {
     HOPPER_KERNELS.iter().find(|k| k.dtype == dtype && k.config.head_dim == head_dim && k.masked == masked)

@@ -3,7 +3,7 @@
 //! applies it before the driver's JIT compiles the PTX; `build.rs` includes this file too, so
 //! that its `ptxas` report shows the kernels as each GPU gets them.
 
-use crate::abi::{register_cap, TileConfig};
+use crate::abi::{register_cap, TileConfig, HOPPER_LAUNCH_REGISTERS};
 
 /// `ptx` as a GPU of compute capability `major.minor` gets it: `.maxnreg` added to each of
 /// `entries` (entry-point name, configuration) that has a register cap there; `None` when none
@@ -20,6 +20,17 @@ pub fn capped_ptx<'a>(
         return None;
     }
     Some(with_register_caps(ptx, |name| caps.iter().find(|(entry, _)| *entry == name).map(|&(_, cap)| cap)))
+}
+
+/// The sm_90a PTX as a GPU of compute capability 9.0 gets it: every wgmma kernel capped at
+/// [`HOPPER_LAUNCH_REGISTERS`] (its `setmaxnreg` budget), and the TMA variants of mma.sync kernels
+/// (`tma_entries`: entry-point name, configuration) at their own 9.0 `register_cap`, if any.
+pub fn hopper_capped_ptx<'a>(ptx: &str, tma_entries: impl IntoIterator<Item = (&'a str, TileConfig)>) -> String {
+    let tma: Vec<(&str, TileConfig)> = tma_entries.into_iter().collect();
+    with_register_caps(ptx, |name| match tma.iter().find(|(entry, _)| *entry == name) {
+        Some((_, tile)) => register_cap(tile, 9, 0),
+        None => Some(HOPPER_LAUNCH_REGISTERS),
+    })
 }
 
 /// `ptx` with `.maxnreg <cap>` added to every entry point for which `cap_of(name)` gives a cap.

@@ -230,6 +230,20 @@ impl TileConfig {
         self.tile_bytes(self.q_tile_rows) + 2 * self.stages * self.tile_bytes(self.kv_tile_rows)
     }
 
+    /// Dynamic shared memory per CTA of the configuration's TMA variant (sm_90, K/V tiles by the
+    /// copy engine): the tiles from a 1024-byte boundary (the 128-byte swizzle's atom; up to 1024
+    /// bytes of slack before it), then one 8-byte `mbarrier` per stage.
+    pub const fn tma_smem_bytes(&self) -> usize {
+        1024 + self.smem_bytes() + 8 * self.stages
+    }
+
+    /// Whether the configuration's tiles are laid out as the copy engine's 128-byte swizzle
+    /// writes a box of 64 columns: rows of exactly 64 elements (`layout::sw128_offset` of one
+    /// column block equals `layout::swizzled_offset`), so that TMA variants of it can exist.
+    pub const fn tma_compatible(&self) -> bool {
+        self.head_dim == 64 && self.smem_row_elems() == 64
+    }
+
     /// Whether the parameters are internally consistent (checked at compile time in the kernels
     /// and by a host test).
     pub const fn is_consistent(&self) -> bool {
@@ -697,6 +711,23 @@ pub const HOPPER_HEAD_DIM_128: HopperConfig =
 /// entry point, named `attention_fwd_hopper_<config>_<variant>`: f16/bf16, masked or not, fixed
 /// lengths without score modifiers (everything else runs the mma.sync kernels on Hopper too).
 // Only the sm_90a build (feature `hopper`) stamps these out; the host's table always uses it.
+/// Calls `$callback!` with the list of mma.sync configurations that also have a TMA variant in the
+/// sm_90a PTX, `attention_fwd_hopper_mma_<config>_<variant>(AttentionParams, TensorMaps)`: the
+/// plain kernels (fixed lengths, no score modifiers) of tiles that are `tma_compatible`. Tuples:
+/// `(config, tile, variant, dtype, masked)`.
+// (A plain allow: this file is also compiled by the host crate, which has no such feature.)
+#[allow(unused_macros)]
+macro_rules! for_each_tma_kernel {
+    ($callback:ident) => {
+        $callback! {
+            (d64_q128, HEAD_DIM_64_Q128, f16, F16, false),
+            (d64_q128, HEAD_DIM_64_Q128, f16_masked, F16, true),
+            (d64_q128, HEAD_DIM_64_Q128, bf16, Bf16, false),
+            (d64_q128, HEAD_DIM_64_Q128, bf16_masked, Bf16, true),
+        }
+    };
+}
+
 // (A plain allow: this file is also compiled by the host crate, which has no such feature.)
 #[allow(unused_macros)]
 macro_rules! for_each_hopper_kernel {

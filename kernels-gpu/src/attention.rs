@@ -40,6 +40,10 @@ pub trait KernelTraits {
     /// Whether the entry point takes [`ExtendedParams`] (else the body sees
     /// [`ExtendedParams::NONE`]): `SCORE_MODS || VARLEN`.
     const EXTENDED: bool = crate::abi::takes_extended_params(Self::SCORE_MODS, Self::VARLEN);
+    /// Whether K/V tiles come through the copy engine (TMA, sm_90a PTX only): one thread starts
+    /// each tile's copies and the warps wait on a per-stage `mbarrier`, instead of every thread
+    /// issuing `cp.async` (`abi::for_each_tma_kernel!`). Plain kernels of `tma_compatible` tiles.
+    const TMA_KV: bool = false;
     /// A fragments of one warp's Q rows kept in registers: `m_tiles * q_register_k_steps`,
     /// fragment `(m, k_step)` at `m * q_register_k_steps + k_step`.
     type QFrags: FragArray<AFrag>;
@@ -187,8 +191,11 @@ struct SharedTiles {
 
 impl SharedTiles {
     #[inline(always)]
-    fn carve(tile: TileConfig) -> Self {
-        let smem = arch::dynamic_smem_base();
+    fn carve(tile: TileConfig, tma: bool) -> Self {
+        // The copy engine's 128-byte swizzle repeats every 1024 bytes from a 1024-byte boundary
+        // (the host reserves the slack, `TileConfig::tma_smem_bytes`).
+        let base = arch::dynamic_smem_base();
+        let smem = if tma { (base + 1023) & !1023 } else { base };
         let q = SharedTile::new(smem, tile.q_tile_rows, tile.head_dim, tile.smem_row_elems());
         Self { q, kv_base: smem + q.bytes(), kv_bytes: tile.tile_bytes(tile.kv_tile_rows) as u32, tile }
     }
@@ -208,6 +215,88 @@ impl SharedTiles {
     fn v(&self, stage: usize) -> SharedTile {
         self.kv_tile(self.tile.stages + stage)
     }
+
+    /// TMA variants: the `mbarrier` on which stage `stage`'s K and V copies complete (after the
+    /// V tiles).
+    #[inline(always)]
+    fn kv_full(&self, stage: usize) -> u32 {
+        self.kv_tile(2 * self.tile.stages).base() + 8 * stage as u32
+    }
+}
+
+/// The copy-engine path of the TMA variants (`KernelTraits::TMA_KV`), which only the sm_90a PTX
+/// stamps; the other build never reaches these functions (`TMA_KV` is false in all its kernels).
+mod kv_tma {
+    #[cfg(feature = "hopper")]
+    use crate::abi::{TENSOR_MAP_K_OFFSET, TENSOR_MAP_V_OFFSET};
+    #[cfg(feature = "hopper")]
+    use crate::arch::hopper as hw;
+
+    /// Thread 0 initialises one `mbarrier` per stage (one arrival: the thread that starts the
+    /// copies); the caller's CTA barrier then publishes them.
+    ///
+    /// # Safety
+    /// `bars` are the stages' barrier addresses, 8-byte aligned, not yet in use.
+    #[inline(always)]
+    pub unsafe fn init(bars: impl Iterator<Item = u32>, thread: usize) {
+        #[cfg(feature = "hopper")]
+        if thread == 0 {
+            for bar in bars {
+                // SAFETY: one thread initialises each barrier once (caller).
+                unsafe { hw::mbarrier_init(bar, 1) };
+            }
+            hw::fence_barrier_init();
+        }
+        #[cfg(not(feature = "hopper"))]
+        {
+            let _ = (bars, thread);
+            unreachable!()
+        }
+    }
+
+    /// Thread 0 starts the copies of K and V rows `row..row + rows` of (`kv_head`, `batch`) into
+    /// `k_dst` and `v_dst`; they complete `2 * tile_bytes` on `bar`. Rows past the sequence
+    /// arrive as zeros.
+    ///
+    /// # Safety
+    /// `maps` is the address of the kernel's `TensorMaps` parameter; the destinations are
+    /// 1024-byte-aligned tiles no warp reads until the barrier's phase completes; `bar` is
+    /// initialised and its current phase expects this arrival.
+    #[inline(always)]
+    pub unsafe fn load(maps: u64, k_dst: u32, v_dst: u32, coords: [i32; 4], bar: u32, tile_bytes: u32, thread: usize) {
+        #[cfg(feature = "hopper")]
+        if thread == 0 {
+            // SAFETY: forwarded from the caller.
+            unsafe {
+                hw::mbarrier_arrive_expect_tx(bar, 2 * tile_bytes);
+                hw::tma_load_4d(k_dst, maps + TENSOR_MAP_K_OFFSET as u64, coords, bar);
+                hw::tma_load_4d(v_dst, maps + TENSOR_MAP_V_OFFSET as u64, coords, bar);
+            }
+        }
+        #[cfg(not(feature = "hopper"))]
+        {
+            let _ = (maps, k_dst, v_dst, coords, bar, tile_bytes, thread);
+            unreachable!()
+        }
+    }
+
+    /// The whole warp waits until phase `parity` of `bar` completed: its tiles have landed.
+    ///
+    /// # Safety
+    /// `bar` is initialised; all 32 lanes call it together.
+    #[inline(always)]
+    pub unsafe fn wait(bar: u32, parity: u32) {
+        #[cfg(feature = "hopper")]
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            hw::mbarrier_wait_warp(bar, parity)
+        };
+        #[cfg(not(feature = "hopper"))]
+        {
+            let _ = (bar, parity);
+            unreachable!()
+        }
+    }
 }
 
 /// Running softmax state of the rows whose scores a thread holds.
@@ -226,7 +315,7 @@ pub(crate) struct RowState<C: KernelTraits> {
 /// Launched with grid `(ceil(seq_q / q_tile_rows) * kv_splits, heads, batch)`, `TILE.threads()`
 /// threads, `TILE.smem_bytes()` bytes of dynamic shared memory, and parameters the host validated.
 #[inline(always)]
-pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &ExtendedParams) {
+pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &ExtendedParams, maps: u64) {
     const {
         let t = C::TILE;
         assert!(t.is_consistent());
@@ -234,6 +323,7 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
         assert!(C::Scores::LEN == t.m_tiles * t.kv_tile_rows / 8);
         assert!(C::Output::LEN == t.m_tiles * t.head_dim / 8);
         assert!(C::RowValues::LEN == 2 * t.m_tiles);
+        assert!(!C::TMA_KV || (t.tma_compatible() && !C::VARLEN && !C::SCORE_MODS));
     }
     let tile = C::TILE;
     let (q_rows, kv_rows, stages) = (tile.q_tile_rows as u32, tile.kv_tile_rows as u32, tile.stages);
@@ -301,12 +391,28 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
         unsafe { base.add(offset as usize) }
     };
 
-    let tiles = SharedTiles::carve(tile);
+    let tiles = SharedTiles::carve(tile, C::TMA_KV);
+    if C::TMA_KV {
+        // SAFETY: the barriers lie after the tiles, inside the CTA's shared memory.
+        unsafe { kv_tma::init((0..stages).map(|s| tiles.kv_full(s)), thread) };
+        arch::sync_threads();
+    }
     // Group g of `cp.async` copies holds K and V tile g (before them, one group holds Q). Every
     // group is committed even when empty, so that at iteration j "tile j has landed" is always
     // "at most stages - 2 groups pending", and a stage is refilled only after the barrier that
     // follows its last reader.
     let load_group = |g: usize| {
+        if C::TMA_KV {
+            if g < kv_blocks {
+                let row0 = (first_tile + g as u32) * kv_rows;
+                let coords = [0, row0 as i32, kv_head as i32, batch as i32];
+                let (k, v, bar) = (tiles.k(g % stages).base(), tiles.v(g % stages).base(), tiles.kv_full(g % stages));
+                // SAFETY: the stage's last readers passed the CTA barrier before this call (or
+                // never read it); its barrier's phase waits for these copies.
+                unsafe { kv_tma::load(maps, k, v, coords, bar, tile.tile_bytes(tile.kv_tile_rows) as u32, thread) };
+            }
+            return;
+        }
         if g < kv_blocks {
             let row0 = (first_tile + g as u32) * kv_rows;
             // SAFETY: row0 < seq_k; rows past seq_k are zero-filled, not read.
@@ -324,8 +430,8 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     for g in 0..stages - 1 {
         load_group(g);
     }
-    // Q's group has landed once at most stages - 1 are pending.
-    arch::cp_async_wait(stages - 1);
+    // Q's group has landed once at most stages - 1 are pending (TMA variants: Q's is the only one).
+    arch::cp_async_wait(if C::TMA_KV { 0 } else { stages - 1 });
     arch::sync_threads();
 
     let mut q_frags = C::QFrags::splat([0; 4]);
@@ -361,9 +467,17 @@ pub unsafe fn attention_forward<C: KernelTraits>(p: &AttentionParams, x: &Extend
     };
 
     for block in 0..kv_blocks {
-        arch::cp_async_wait(stages - 2);
-        arch::sync_threads();
-        load_group(block + stages - 1);
+        if C::TMA_KV {
+            // Every warp is done with the stage the next load refills; then this tile's copies.
+            arch::sync_threads();
+            load_group(block + stages - 1);
+            // SAFETY: converged warp; the stage's barrier completes one phase per tile it holds.
+            unsafe { kv_tma::wait(tiles.kv_full(block % stages), ((block / stages) & 1) as u32) };
+        } else {
+            arch::cp_async_wait(stages - 2);
+            arch::sync_threads();
+            load_group(block + stages - 1);
+        }
 
         let stage = block % stages;
         let (k, v) = (tiles.k(stage), tiles.v(stage));

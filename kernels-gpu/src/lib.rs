@@ -48,24 +48,33 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     unsafe { core::arch::nvptx::trap() }
 }
 
+/// The `KernelTraits` type `Traits` of an mma.sync entry point: tile configuration, element type,
+/// mask, score modifiers, varlen, K/V by TMA; the register tiles' lengths follow from the tile.
+macro_rules! mma_sync_traits {
+    ($tile:ident, $dtype:ident, $masked:tt, $score_mods:tt, $varlen:tt, $tma_kv:tt) => {
+        struct Traits;
+        impl KernelTraits for Traits {
+            const TILE: TileConfig = $tile;
+            type Elem = $dtype;
+            const MASKED: bool = $masked;
+            const SCORE_MODS: bool = $score_mods;
+            const VARLEN: bool = $varlen;
+            const TMA_KV: bool = $tma_kv;
+            type QFrags = [AFrag; $tile.q_register_frags()];
+            type Scores = [CFrag; $tile.m_tiles * $tile.kv_tile_rows / 8];
+            type Output = [CFrag; $tile.m_tiles * $tile.head_dim / 8];
+            type RowValues = [f32; 2 * $tile.m_tiles];
+        }
+    };
+}
+
 /// Stamps out, per entry of `for_each_kernel!`, a `KernelTraits` type and the
 /// `extern "ptx-kernel"` entry point `attention_fwd_<config>_<variant>` that runs the generic body
 /// with it (each in an anonymous scope of its own; the symbol name makes it unique).
 macro_rules! stamp_entry_points {
     ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:tt, $score_mods:tt, $varlen:tt) ),* $(,)?) => { $(
         const _: () = {
-            struct Traits;
-            impl KernelTraits for Traits {
-                const TILE: TileConfig = $tile;
-                type Elem = $dtype;
-                const MASKED: bool = $masked;
-                const SCORE_MODS: bool = $score_mods;
-                const VARLEN: bool = $varlen;
-                type QFrags = [AFrag; $tile.q_register_frags()];
-                type Scores = [CFrag; $tile.m_tiles * $tile.kv_tile_rows / 8];
-                type Output = [CFrag; $tile.m_tiles * $tile.head_dim / 8];
-                type RowValues = [f32; 2 * $tile.m_tiles];
-            }
+            mma_sync_traits!($tile, $dtype, $masked, $score_mods, $varlen, false);
 
             entry_point!(concat!("attention_fwd_", stringify!($config), "_", stringify!($variant)), $score_mods, $varlen);
         };
@@ -84,7 +93,7 @@ macro_rules! entry_point {
         #[export_name = $name]
         unsafe extern "ptx-kernel" fn entry(params: AttentionParams) {
             // SAFETY: forwarded from the caller.
-            unsafe { attention::attention_forward::<Traits>(&params, &ExtendedParams::NONE) }
+            unsafe { attention::attention_forward::<Traits>(&params, &ExtendedParams::NONE, 0) }
         }
     };
     ($name:expr, $score_mods:tt, $varlen:tt) => {
@@ -95,7 +104,7 @@ macro_rules! entry_point {
         #[export_name = $name]
         unsafe extern "ptx-kernel" fn entry(params: AttentionParams, extended: ExtendedParams) {
             // SAFETY: forwarded from the caller.
-            unsafe { attention::attention_forward::<Traits>(&params, &extended) }
+            unsafe { attention::attention_forward::<Traits>(&params, &extended, 0) }
         }
     };
 }
@@ -146,6 +155,36 @@ macro_rules! stamp_hopper_entry_points {
 }
 #[cfg(feature = "hopper")]
 for_each_hopper_kernel!(stamp_hopper_entry_points);
+
+/// Stamps out, per entry of `for_each_tma_kernel!`, the TMA variant of a plain mma.sync kernel:
+/// `attention_fwd_hopper_mma_<config>_<variant>(AttentionParams, TensorMaps)`, the generic body
+/// with K/V tiles by the copy engine (`KernelTraits::TMA_KV`). Its tensor maps are used in place,
+/// as the Hopper kernels' are.
+#[cfg(feature = "hopper")]
+macro_rules! stamp_tma_entry_points {
+    ($( ($config:ident, $tile:ident, $variant:ident, $dtype:ident, $masked:tt) ),* $(,)?) => { $(
+        const _: () = {
+            mma_sync_traits!($tile, $dtype, $masked, false, false, true);
+
+            /// Attention forward entry point (TMA variant); see `attention::attention_forward`.
+            ///
+            /// # Safety
+            /// Launch configuration and parameters as validated and chosen by the host library,
+            /// with `TILE.tma_smem_bytes()` bytes of dynamic shared memory.
+            #[export_name = concat!("attention_fwd_hopper_mma_", stringify!($config), "_", stringify!($variant))]
+            unsafe extern "ptx-kernel" fn entry(params: AttentionParams, _maps: TensorMaps) {
+                let maps = param_address!(
+                    concat!("attention_fwd_hopper_mma_", stringify!($config), "_", stringify!($variant), "_param_1"),
+                    0
+                );
+                // SAFETY: forwarded from the caller.
+                unsafe { attention::attention_forward::<Traits>(&params, &ExtendedParams::NONE, maps) }
+            }
+        };
+    )* };
+}
+#[cfg(feature = "hopper")]
+for_each_tma_kernel!(stamp_tma_entry_points);
 
 /// Split-KV combine, f16 output; see `split_kv::combine`.
 ///

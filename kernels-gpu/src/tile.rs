@@ -95,6 +95,12 @@ impl SharedTile {
         Self { base, rows, chunks_per_row: row_elems / CHUNK_ELEMS, data_chunks: head_dim / CHUNK_ELEMS }
     }
 
+    /// Shared address of the tile's first byte.
+    #[inline(always)]
+    pub const fn base(&self) -> u32 {
+        self.base
+    }
+
     /// Bytes the tile occupies.
     #[inline(always)]
     pub const fn bytes(&self) -> u32 {

@@ -88,6 +88,8 @@ fn check_typed<T: Element>(problem: Problem) {
     };
     let d_slopes = DeviceBuffer::from_slice(&slopes).unwrap();
     let mut failures = Vec::new();
+    // Cases that ran the TMA variant of an mma.sync kernel (compute capability 9.0).
+    let mut tma_cases = 0;
     for causal in [false, true] {
         let options = ForwardOptions::new().causal(causal);
         let options = scale.map_or(options, |s| options.softmax_scale(s));
@@ -130,6 +132,17 @@ fn check_typed<T: Element>(problem: Problem) {
             let mut d_o = DeviceBuffer::from_slice(&poison).unwrap();
             let mut d_lse = DeviceBuffer::from_slice(&vec![f32::NAN; batch * heads * seq]).unwrap();
 
+            let arg = |address: u64, len: usize, layout| flashcore::plan::TensorArg { address, len, layout };
+            let problem = flashcore::plan::ForwardProblem::new(
+                T::DTYPE,
+                arg(dq.as_device_ptr().as_raw(), dq.len(), layout),
+                arg(dk.as_device_ptr().as_raw(), dk.len(), kv_layout),
+                arg(dv.as_device_ptr().as_raw(), dv.len(), kv_layout),
+                arg(d_o.as_device_ptr().as_raw(), d_o.len(), layout),
+                options,
+            );
+            let ran = gpu.flash.selected_kernel_name(&problem).expect("plan");
+            tma_cases += ran.starts_with("attention_fwd_hopper_mma_") as usize;
             let run = |d_o: &mut DeviceBuffer<T>, d_lse: &mut DeviceBuffer<f32>| -> (Vec<T>, Vec<f32>) {
                 d_o.copy_from(&poison).unwrap();
                 d_lse.copy_from(&vec![f32::NAN; batch * heads * seq]).unwrap();
@@ -177,16 +190,23 @@ fn check_typed<T: Element>(problem: Problem) {
             let same_bits = out.iter().map(|x| x.to_bits()).eq(out2.iter().map(|x| x.to_bits()))
                 && lse.iter().map(|x| x.to_bits()).eq(lse2.iter().map(|x| x.to_bits()));
             println!(
-                "  causal={causal:<5} {kernel:<15} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
+                "  causal={causal:<5} {kernel:<15} {ran:<45} layout={name:<6} max_abs={:.2e} rel_l2={:.2e} non_finite={} lse_err={lse_err:.2e} \
                  padding_intact={padding_intact} rerun_identical={same_bits}",
                 dev.max_abs, dev.rel_l2, dev.non_finite
             );
             if !(dev.within(bar) && lse_ok && padding_intact && same_bits) {
-                failures.push(format!("causal={causal} {kernel} layout={name}: {dev:?} lse_err={lse_err:e} padding_intact={padding_intact} identical={same_bits}"));
+                failures.push(format!("causal={causal} {kernel} {ran} layout={name}: {dev:?} lse_err={lse_err:e} padding_intact={padding_intact} identical={same_bits}"));
             }
         }
     }
     assert!(failures.is_empty(), "failing cases:\n{}", failures.join("\n"));
+    // Where TMA variants exist (plain head-dim-64 128-row tiles, forced above in every layout),
+    // the checks above must have covered them.
+    let tma_expected = gpu.flash.has_hopper_kernels()
+        && flashcore::kernels::TMA_KERNELS.iter().any(|k| k.dtype == T::DTYPE && k.tile.head_dim == head_dim)
+        && softcap.is_none()
+        && alibi.is_none();
+    assert!(!tma_expected || tma_cases > 0, "no case ran a TMA variant on a compute-capability-9.0 device");
 }
 
 macro_rules! gpu_cases {
