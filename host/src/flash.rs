@@ -513,9 +513,10 @@ impl FlashAttention {
         let family = problem.options.kernel_family_value();
         Ok(match hopper {
             Ok(h) if use_hopper(family, self.hopper.is_some(), &hopper, multiprocessors)? => Launch::Hopper(h),
-            _ => match plan_tma(problem, &plan) {
-                // On compute capability 9.0 an mma.sync kernel with a TMA variant runs it.
-                Ok((kernel, maps)) if self.hopper.is_some() => Launch::MmaSyncTma(plan, kernel, maps),
+            // On compute capability 9.0 an mma.sync kernel with a TMA variant runs it (elsewhere
+            // no tensor maps are made).
+            _ => match self.hopper.as_ref().map(|_| plan_tma(problem, &plan)) {
+                Some(Ok((kernel, maps))) => Launch::MmaSyncTma(plan, kernel, maps),
                 _ => Launch::MmaSync(plan),
             },
         })
@@ -703,29 +704,26 @@ impl FlashAttention {
     }
 }
 
-/// Loads the Hopper kernels with the JIT register cap their `setmaxnreg` needs and raises each
-/// one's dynamic shared-memory limit.
+/// Loads the sm_90a module (the wgmma kernels with the register cap their `setmaxnreg` needs,
+/// the TMA variants with their own) and raises each entry point's dynamic shared-memory limit.
 fn load_hopper(smem_optin: usize) -> Result<HopperModule> {
     // Caps per entry point (`.maxnreg`), not for the module: its TMA variants of mma.sync kernels
     // keep their own budget.
     let ptx = hopper_capped_ptx(HOPPER_PTX, TMA_KERNELS.iter().map(|k| (k.name, k.tile)));
     let module = Module::from_ptx(&ptx, &[])?;
-    let mut functions = Vec::with_capacity(HOPPER_KERNELS.len());
-    for kernel in HOPPER_KERNELS {
-        let needed = kernel.config.smem_bytes();
-        if needed > smem_optin {
-            return Err(Error::SharedMemory { kernel: kernel.name, needed, available: smem_optin });
-        }
-        functions.push(load_function(&module, kernel.name, needed)?);
-    }
-    let mut tma_functions = Vec::with_capacity(TMA_KERNELS.len());
-    for kernel in TMA_KERNELS {
-        let needed = kernel.tile.tma_smem_bytes();
-        if needed > smem_optin {
-            return Err(Error::SharedMemory { kernel: kernel.name, needed, available: smem_optin });
-        }
-        tma_functions.push(load_function(&module, kernel.name, needed)?);
-    }
+    // Entry points (name, shared memory needed), each checked against the device's opt-in limit.
+    let load_all = |entries: &mut dyn Iterator<Item = (&'static str, usize)>| -> Result<Vec<KernelFunction>> {
+        entries
+            .map(|(kernel, needed)| {
+                if needed > smem_optin {
+                    return Err(Error::SharedMemory { kernel, needed, available: smem_optin });
+                }
+                load_function(&module, kernel, needed)
+            })
+            .collect()
+    };
+    let functions = load_all(&mut HOPPER_KERNELS.iter().map(|k| (k.name, k.config.smem_bytes())))?;
+    let tma_functions = load_all(&mut TMA_KERNELS.iter().map(|k| (k.name, k.tile.tma_smem_bytes())))?;
     Ok(HopperModule { _module: module, functions, tma_functions })
 }
 
